@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include "cert_poll/config.hpp"
+#include "cert_poll/error.hpp"
+#include "cert_poll/pending_request.hpp"
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace cert_poll {
+
+enum class PollStatus {
+  issued,   // chain_pem is set
+  pending,  // the CA still waits for a decision
+  rejected, // the CA operator rejected the request
+  failed,   // the CA could not be asked or gave an unusable answer
+};
+
+// What a CA handler returns for one request: acme2certifier's five poll
+// values, with the status told apart from the error text.
+struct PollResult {
+  PollStatus status = PollStatus::failed;
+  std::string message;   // the error or reason; empty when issued or pending
+  std::string chain_pem; // issued: PEM chain, leaf first
+  std::string cert_raw;  // issued: base64 DER of the leaf, may be empty
+  // The poll identifier to store: nullopt keeps the one we polled with.
+  std::optional<std::string> poll_identifier;
+};
+
+// Asks one CA about pending requests.
+class CaHandler {
+public:
+  virtual ~CaHandler() = default;
+  virtual std::string_view name() const = 0;
+  virtual PollResult poll(const PendingRequest &request) = 0;
+};
+
+// The names --handler accepts.
+std::span<const std::string_view> supported_handlers();
+
+// Picks the handler name: --handler, else the file name of [CAhandler]
+// handler_file (certifier_ca_handler.py selects "certifier"). A handler we do
+// not implement fails with ErrorKind::usage naming the supported ones.
+Result<std::string> select_handler(const Config &config);
+
+// Builds the selected handler from its configuration section.
+Result<std::unique_ptr<CaHandler>>
+make_ca_handler(const Config &config, const EnvironmentLookup &environment);
+
+} // namespace cert_poll

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include "cert_poll/config.hpp"
+#include "cert_poll/error.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace cert_poll {
+
+// Scheme, host and port of a URL, compared case-insensitively for scheme and
+// host, with the default port filled in (443 for https, 80 for http).
+struct Origin {
+  std::string scheme;
+  std::string host; // without brackets for IPv6 literals
+  int port = 0;
+
+  // Parses an absolute http or https URL. Userinfo in the URL is rejected.
+  static Result<Origin> from_url(std::string_view url);
+
+  bool operator==(const Origin &other) const = default;
+  std::string to_string() const; // e.g. "https://ca.example:8443"
+};
+
+enum class TlsVerification {
+  system_store, // ca_bundle: True
+  bundle_file,  // ca_bundle: <path>
+  disabled,     // ca_bundle: False
+};
+
+struct HttpOptions {
+  TlsVerification tls_verification = TlsVerification::system_store;
+  std::filesystem::path ca_bundle; // for TlsVerification::bundle_file
+  std::chrono::milliseconds timeout{20000}; // connect and whole transfer
+  ProxyList proxies;
+  std::size_t max_body_bytes = 4 * 1024 * 1024;
+};
+
+// User name and password for HTTP basic auth. Never logged.
+struct BasicCredentials {
+  std::string user;
+  std::string password;
+};
+
+struct HttpResponse {
+  long status = 0;
+  std::string body;
+};
+
+// A libcurl client that sends basic-auth credentials only to one origin.
+class HttpClient {
+public:
+  HttpClient(HttpOptions options, Origin allowed_origin,
+             BasicCredentials credentials);
+  HttpClient(HttpClient &&) noexcept;
+  HttpClient &operator=(HttpClient &&) noexcept;
+  ~HttpClient();
+
+  // Sends a GET to `url` with basic auth and returns a 2xx response.
+  // A URL outside the allowed origin fails with ErrorKind::origin before
+  // anything is sent. Redirects are not followed (a 3xx is an
+  // ErrorKind::http_status error). A body past max_body_bytes fails with
+  // ErrorKind::transport. Timeouts give ErrorKind::timeout, certificate
+  // problems ErrorKind::tls, other statuses ErrorKind::http_status.
+  Result<HttpResponse> get(std::string_view url);
+
+  const Origin &allowed_origin() const { return m_origin; }
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> m_impl;
+  Origin m_origin;
+};
+
+// Returns `url` with userinfo and query string replaced by "***", for logs.
+std::string mask_url(std::string_view url);
+
+} // namespace cert_poll
