@@ -1,1 +1,217 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "cert_poll/poller.hpp"
+
+#include "cert_poll/certificate_check.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace cert_poll {
+
+namespace {
+
+std::string quoted(std::string_view text) {
+  return "'" + std::string(text) + "'";
+}
+
+// The poll identifier to store: the handler's new one, else the old one.
+std::string next_poll_identifier(const PendingRequest &request,
+                                 const PollResult &result) {
+  return result.poll_identifier.value_or(request.poll_identifier);
+}
+
+Update failed_update(const PendingRequest &request, const PollResult &result,
+                     std::string message) {
+  Update update;
+  update.certificate_id = request.certificate_id;
+  update.order_id = request.order_id;
+  update.outcome = Outcome::failed;
+  update.error = std::move(message);
+  update.poll_identifier = next_poll_identifier(request, result);
+  return update;
+}
+
+// Builds the row update from the handler's result. An issued certificate
+// must pass the checks first, else the update records a failure.
+Update make_update(const PendingRequest &request, const PollResult &result) {
+  Update update;
+  update.certificate_id = request.certificate_id;
+  update.order_id = request.order_id;
+
+  switch (result.status) {
+  case PollStatus::issued: {
+    auto checked = check_issued_certificate(result.chain_pem, result.cert_raw,
+                                            request.csr);
+    if (!checked) {
+      return failed_update(request, result, checked.error().message);
+    }
+    for (const auto &warning : checked->warnings) {
+      spdlog::warn("order {}: {}", quoted(request.order_name), warning);
+    }
+    update.outcome = Outcome::issued;
+    update.certificate = std::move(checked->certificate);
+    // error and poll_identifier stay nullopt: the request is finished and
+    // no longer in error, so both columns are cleared.
+    return update;
+  }
+  case PollStatus::pending:
+    update.outcome = Outcome::pending;
+    update.poll_identifier = next_poll_identifier(request, result);
+    return update;
+  case PollStatus::rejected:
+    update.outcome = Outcome::rejected;
+    update.error =
+        result.message.empty() ? "request rejected by the CA" : result.message;
+    update.poll_identifier = next_poll_identifier(request, result);
+    return update;
+  case PollStatus::failed:
+    break;
+  }
+  return failed_update(request, result, result.message);
+}
+
+std::string describe(const Update &update) {
+  switch (update.outcome) {
+  case Outcome::issued:
+    return "certificate issued, order set to valid";
+  case Outcome::rejected:
+    return "request rejected, order set to invalid: " + *update.error;
+  case Outcome::pending:
+    return "still pending at the CA";
+  case Outcome::failed:
+    break;
+  }
+  return "poll failed, order stays processing: " + update.error.value_or("");
+}
+
+void log_outcome(const PendingRequest &request, const RequestReport &report,
+                 bool dry_run) {
+  std::string prefix = "order " + quoted(request.order_name) +
+                       ", certificate " + quoted(request.certificate_name) +
+                       (dry_run ? ": would record: " : ": ");
+  switch (report.outcome) {
+  case Outcome::issued:
+  case Outcome::rejected:
+    spdlog::info("{}{}", prefix, report.message);
+    break;
+  case Outcome::pending:
+    spdlog::debug("{}{}", prefix, report.message);
+    break;
+  case Outcome::failed:
+    spdlog::error("{}{}", prefix, report.message);
+    break;
+  }
+}
+
+void count(PassSummary &summary, Outcome outcome) {
+  switch (outcome) {
+  case Outcome::issued:
+    ++summary.issued;
+    break;
+  case Outcome::pending:
+    ++summary.pending;
+    break;
+  case Outcome::rejected:
+    ++summary.rejected;
+    break;
+  case Outcome::failed:
+    ++summary.failed;
+    break;
+  }
+}
+
+// Writes one update and reports the outcome that is stored. A failed write
+// turns the outcome into failed, and the request is polled again next run
+// because nothing of it was stored.
+RequestReport record_update(Store &store, const PendingRequest &request,
+                            const Update &update, const PassOptions &options) {
+  RequestReport report{request.order_name, request.certificate_name,
+                       update.outcome, describe(update)};
+  if (options.dry_run) {
+    return report;
+  }
+  auto written = store.record(update);
+  if (written) {
+    return report;
+  }
+  report.outcome = Outcome::failed;
+  report.message = "not stored: " + written.error().message;
+  return report;
+}
+
+void warn_missing_columns(const Store &store) {
+  auto missing = store.missing_columns();
+  if (missing.empty()) {
+    return;
+  }
+  std::string names;
+  for (const auto &name : missing) {
+    names += (names.empty() ? "" : ", ") + name;
+  }
+  spdlog::warn("database {} has no certificate column {}: these values are "
+               "not stored; run acme2certifier's database update to add them",
+               quoted(store.path().string()), names);
+}
+
+// Resolves --order: an unknown order is a usage error, an order that is not
+// processing leaves nothing to poll.
+Result<bool> order_is_processing(Store &store, const std::string &order_name) {
+  auto status = store.order_status(order_name);
+  if (!status) {
+    return std::unexpected(status.error());
+  }
+  if (!*status) {
+    return make_error(ErrorKind::usage,
+                      "order " + quoted(order_name) + " not found in " +
+                          quoted(store.path().string()) +
+                          ": check the name with --list or in the orders table");
+  }
+  if (**status != "processing") {
+    spdlog::info("order {} is {}, not processing: nothing to poll",
+                 quoted(order_name), quoted(**status));
+    return false;
+  }
+  return true;
+}
+
+} // namespace
+
+Result<PassSummary> run_pass(Store &store, CaHandler &handler,
+                             const PassOptions &options) {
+  PassSummary summary;
+  if (options.order_name) {
+    auto processing = order_is_processing(store, *options.order_name);
+    if (!processing) {
+      return std::unexpected(processing.error());
+    }
+    if (!*processing) {
+      return summary;
+    }
+  }
+
+  auto pending = store.pending(options.order_name);
+  if (!pending) {
+    return std::unexpected(pending.error());
+  }
+  summary.skipped = static_cast<int>(pending->skipped.size());
+  for (const auto &name : pending->skipped) {
+    spdlog::debug("certificate {} has no poll identifier: skipped",
+                  quoted(name));
+  }
+
+  bool warned_missing_columns = false;
+  for (const auto &request : pending->requests) {
+    PollResult result = handler.poll(request);
+    Update update = make_update(request, result);
+    if (update.outcome == Outcome::issued && !warned_missing_columns) {
+      warn_missing_columns(store);
+      warned_missing_columns = true;
+    }
+    RequestReport report = record_update(store, request, update, options);
+    log_outcome(request, report, options.dry_run);
+    count(summary, report.outcome);
+    summary.requests.push_back(std::move(report));
+  }
+  return summary;
+}
+
+} // namespace cert_poll
