@@ -1,1 +1,375 @@
 // SPDX-License-Identifier: Apache-2.0
+// Whole poll passes over real HTTPS: a real SQLite file, the in-process demo
+// CA and the certifier handler. Each test checks what the database holds
+// afterwards.
+
+#include "cert_poll/handlers/certifier.hpp"
+#include "cert_poll/poller.hpp"
+#include "cert_poll/store.hpp"
+#include "cert_poll/x509.hpp"
+#include "demo_ca.hpp"
+#include "support/acme_db.hpp"
+#include "support/test_support.hpp"
+
+#include <memory>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace {
+
+using cert_poll::Outcome;
+using cert_poll::PassOptions;
+using cert_poll::PassSummary;
+using demo_ca::Behaviour;
+using test_support::AcmeDatabase;
+using test_support::SchemaGeneration;
+
+constexpr const char *k_user = "poller-test";
+constexpr const char *k_password = "not-a-real-secret-7f3a";
+
+demo_ca::Options ca_options() {
+  demo_ca::Options options;
+  options.user = k_user;
+  options.password = k_password;
+  options.slow_delay = std::chrono::milliseconds(3000);
+  return options;
+}
+
+int count_pem_blocks(const std::string &pem) {
+  int count = 0;
+  for (std::size_t at = pem.find("BEGIN CERTIFICATE"); at != std::string::npos;
+       at = pem.find("BEGIN CERTIFICATE", at + 1)) {
+    ++count;
+  }
+  return count;
+}
+
+class PollPass : public ::testing::Test {
+protected:
+  void SetUp() override { start(SchemaGeneration::current); }
+
+  void start(SchemaGeneration generation) {
+    m_database.reset();
+    m_database =
+        std::make_unique<AcmeDatabase>(m_dir / "acme_srv.db", generation);
+    if (!m_ca) {
+      m_ca = std::make_unique<demo_ca::DemoCa>(ca_options());
+      m_ca->start();
+      test_support::write_file(m_dir / "root.pem", m_ca->root_pem());
+    }
+  }
+
+  // Adds a processing order whose request the demo CA answers with
+  // `behaviour`, and returns the poll identifier.
+  std::string add_processing(const std::string &name, Behaviour behaviour) {
+    auto key_and_csr = test_support::make_key_and_csr(name + ".example.com");
+    std::string poll_identifier =
+        m_ca->add_request("req-" + name, key_and_csr.csr_der, behaviour);
+    m_database->add_order("Ord" + name, "Crt" + name, "processing",
+                          key_and_csr.csr_base64, poll_identifier,
+                          "Unknown request status: pending");
+    return poll_identifier;
+  }
+
+  cert_poll::CertifierSettings settings() const {
+    cert_poll::CertifierSettings settings;
+    settings.api_host = m_ca->base_url();
+    settings.credentials = {k_user, k_password};
+    settings.http.tls_verification = cert_poll::TlsVerification::bundle_file;
+    settings.http.ca_bundle = m_dir / "root.pem";
+    settings.http.timeout = std::chrono::milliseconds(m_timeout_ms);
+    return settings;
+  }
+
+  PassSummary run(const PassOptions &options = {}) {
+    return run_with(settings(), options);
+  }
+
+  PassSummary run_with(cert_poll::CertifierSettings handler_settings,
+                       const PassOptions &options = {}) {
+    cert_poll::StoreOptions store_options;
+    store_options.read_only = options.dry_run;
+    auto store = cert_poll::Store::open(m_database->path(), store_options);
+    EXPECT_TRUE(store.has_value()) << store.error().message;
+    auto handler =
+        cert_poll::CertifierHandler::create(std::move(handler_settings));
+    EXPECT_TRUE(handler.has_value()) << handler.error().message;
+    auto summary = cert_poll::run_pass(*store, **handler, options);
+    EXPECT_TRUE(summary.has_value()) << summary.error().message;
+    return *summary;
+  }
+
+  test_support::CertificateRow row(const std::string &name) const {
+    return m_database->row("Crt" + name);
+  }
+
+  test_support::TempDir m_dir;
+  std::unique_ptr<demo_ca::DemoCa> m_ca;
+  std::unique_ptr<AcmeDatabase> m_database;
+  long m_timeout_ms = 10000;
+};
+
+TEST_F(PollPass, ApprovedOrderBecomesValid) {
+  add_processing("Good", Behaviour::approve);
+
+  PassSummary summary = run();
+
+  EXPECT_EQ(summary.issued, 1);
+  auto stored = row("Good");
+  EXPECT_EQ(stored.order_status, "valid");
+  ASSERT_TRUE(stored.cert.has_value());
+  EXPECT_EQ(count_pem_blocks(*stored.cert), 3);
+  ASSERT_TRUE(stored.cert_raw.has_value());
+  auto chain = cert_poll::x509::parse_pem_chain(*stored.cert);
+  ASSERT_TRUE(chain.has_value());
+  EXPECT_EQ(*stored.cert_raw,
+            cert_poll::x509::encode_base64(chain->front().der()));
+  EXPECT_FALSE(stored.error.has_value());
+  EXPECT_FALSE(stored.poll_identifier.has_value());
+  EXPECT_EQ(stored.serial, cert_poll::x509::serial_hex(chain->front()));
+  EXPECT_EQ(stored.aki,
+            cert_poll::x509::authority_key_identifier_hex(chain->front()));
+  EXPECT_EQ(stored.renewal_info,
+            *cert_poll::x509::renewal_info(chain->at(0), chain->at(1)));
+  EXPECT_EQ(stored.issue_uts, cert_poll::x509::not_before_unix(chain->front()));
+  EXPECT_EQ(stored.expire_uts, cert_poll::x509::not_after_unix(chain->front()));
+}
+
+TEST_F(PollPass, RejectedOrderBecomesInvalid) {
+  std::string poll_identifier = add_processing("Bad", Behaviour::reject);
+
+  PassSummary summary = run();
+
+  EXPECT_EQ(summary.rejected, 1);
+  auto stored = row("Bad");
+  EXPECT_EQ(stored.order_status, "invalid");
+  EXPECT_FALSE(stored.cert.has_value());
+  ASSERT_TRUE(stored.error.has_value());
+  EXPECT_NE(stored.error->find("rejected"), std::string::npos);
+  EXPECT_EQ(stored.poll_identifier, poll_identifier);
+}
+
+TEST_F(PollPass, PendingOrderStaysProcessing) {
+  std::string poll_identifier = add_processing("Wait", Behaviour::pending);
+
+  PassSummary summary = run();
+
+  EXPECT_EQ(summary.pending, 1);
+  auto stored = row("Wait");
+  EXPECT_EQ(stored.order_status, "processing");
+  EXPECT_FALSE(stored.cert.has_value());
+  EXPECT_FALSE(stored.error.has_value()) << "a pending request is no fault";
+  EXPECT_EQ(stored.poll_identifier, poll_identifier);
+}
+
+// Faults of the CA: the order stays processing, the error names the cause
+// and the poll identifier is kept for the next run.
+struct FaultCase {
+  const char *name;
+  Behaviour behaviour;
+  const char *error_part;
+};
+
+class PollFault : public PollPass,
+                  public ::testing::WithParamInterface<FaultCase> {};
+
+TEST_P(PollFault, OrderStaysProcessingWithError) {
+  const FaultCase &fault = GetParam();
+  std::string poll_identifier = add_processing(fault.name, fault.behaviour);
+
+  PassSummary summary = run();
+
+  EXPECT_EQ(summary.failed, 1);
+  auto stored = row(fault.name);
+  EXPECT_EQ(stored.order_status, "processing");
+  EXPECT_FALSE(stored.cert.has_value());
+  ASSERT_TRUE(stored.error.has_value());
+  EXPECT_NE(stored.error->find(fault.error_part), std::string::npos)
+      << *stored.error;
+  EXPECT_EQ(stored.poll_identifier, poll_identifier);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    DemoCaFaults, PollFault,
+    ::testing::Values(
+        FaultCase{"Unknown", Behaviour::unknown_status, "on-hold-forever"},
+        FaultCase{"Http500", Behaviour::server_error, "500"},
+        FaultCase{"NotJson", Behaviour::invalid_json, "JSON"},
+        FaultCase{"NoDer", Behaviour::missing_certificate_base64,
+                  "certificateBase64"},
+        FaultCase{"OtherKey", Behaviour::wrong_key, "public key"}),
+    [](const auto &info) { return std::string(info.param.name); });
+
+TEST_F(PollPass, LeafOnlyChainIsStoredWithoutRenewalInfo) {
+  add_processing("Leaf", Behaviour::leaf_only);
+
+  PassSummary summary = run();
+
+  EXPECT_EQ(summary.issued, 1);
+  auto stored = row("Leaf");
+  EXPECT_EQ(stored.order_status, "valid");
+  ASSERT_TRUE(stored.cert.has_value());
+  EXPECT_EQ(count_pem_blocks(*stored.cert), 1);
+  EXPECT_TRUE(stored.renewal_info.value_or("").empty());
+  EXPECT_FALSE(stored.serial.value_or("").empty());
+}
+
+TEST_F(PollPass, TimeoutLeavesOrderProcessing) {
+  add_processing("Slow", Behaviour::slow);
+  m_timeout_ms = 1000;
+
+  PassSummary summary = run();
+
+  EXPECT_EQ(summary.failed, 1);
+  auto stored = row("Slow");
+  EXPECT_EQ(stored.order_status, "processing");
+  ASSERT_TRUE(stored.error.has_value());
+  EXPECT_NE(stored.error->find("timed out"), std::string::npos)
+      << *stored.error;
+}
+
+TEST_F(PollPass, WrongCaBundleFailsTls) {
+  add_processing("Tls", Behaviour::approve);
+  demo_ca::DemoCa stranger(ca_options());
+  test_support::write_file(m_dir / "stranger.pem", stranger.root_pem());
+  auto wrong = settings();
+  wrong.http.ca_bundle = m_dir / "stranger.pem";
+
+  PassSummary summary = run_with(wrong);
+
+  EXPECT_EQ(summary.failed, 1);
+  auto stored = row("Tls");
+  EXPECT_EQ(stored.order_status, "processing");
+  ASSERT_TRUE(stored.error.has_value());
+  EXPECT_NE(stored.error->find("certificate"), std::string::npos)
+      << *stored.error;
+}
+
+TEST_F(PollPass, OtherOriginGetsNoCredentials) {
+  demo_ca::DemoCa elsewhere(ca_options());
+  elsewhere.start();
+  auto key_and_csr = test_support::make_key_and_csr("moved.example.org");
+  std::string foreign = elsewhere.add_request("req-moved", key_and_csr.csr_der,
+                                              Behaviour::approve);
+  m_database->add_order("OrdMoved", "CrtMoved", "processing",
+                        key_and_csr.csr_base64, foreign);
+
+  PassSummary summary = run();
+
+  EXPECT_EQ(summary.failed, 1);
+  auto stored = row("Moved");
+  EXPECT_EQ(stored.order_status, "processing");
+  ASSERT_TRUE(stored.error.has_value());
+  EXPECT_NE(stored.error->find("api_host"), std::string::npos)
+      << *stored.error;
+  for (const auto &request : elsewhere.received()) {
+    EXPECT_FALSE(request.had_authorization) << request.path;
+  }
+  EXPECT_TRUE(elsewhere.received().empty());
+}
+
+// Removes the dump lines that mention `name`.
+std::string without_lines_containing(const std::string &dump,
+                                     const std::string &name) {
+  std::string kept;
+  std::size_t start = 0;
+  while (start < dump.size()) {
+    std::size_t end = dump.find('\n', start);
+    end = end == std::string::npos ? dump.size() : end + 1;
+    std::string line = dump.substr(start, end - start);
+    if (line.find(name) == std::string::npos) {
+      kept += line;
+    }
+    start = end;
+  }
+  return kept;
+}
+
+TEST_F(PollPass, FaultChangesNoOtherRow) {
+  auto other = test_support::make_key_and_csr("other.example.com");
+  m_database->add_order("OrdDone", "CrtDone", "valid", other.csr_base64, "");
+  std::string poll_identifier =
+      add_processing("Broken", Behaviour::server_error);
+  std::string before = m_database->dump();
+
+  run();
+
+  auto broken = row("Broken");
+  EXPECT_EQ(broken.order_status, "processing");
+  EXPECT_FALSE(broken.cert.has_value());
+  EXPECT_EQ(broken.poll_identifier, poll_identifier);
+  EXPECT_EQ(without_lines_containing(m_database->dump(), "CrtBroken"),
+            without_lines_containing(before, "CrtBroken"));
+}
+
+TEST_F(PollPass, SkipsRowWithoutPollIdentifier) {
+  auto key_and_csr = test_support::make_key_and_csr("nopoll.example.com");
+  m_database->add_order("OrdNoPoll", "CrtNoPoll", "processing",
+                        key_and_csr.csr_base64, "");
+
+  PassSummary summary = run();
+
+  EXPECT_EQ(summary.skipped, 1);
+  EXPECT_EQ(row("NoPoll").order_status, "processing");
+}
+
+TEST_F(PollPass, DryRunWritesNothing) {
+  add_processing("Good", Behaviour::approve);
+  add_processing("Bad", Behaviour::reject);
+  std::string before = m_database->dump();
+
+  PassOptions options;
+  options.dry_run = true;
+  PassSummary summary = run(options);
+
+  EXPECT_EQ(summary.issued, 1);
+  EXPECT_EQ(summary.rejected, 1);
+  EXPECT_EQ(m_database->dump(), before);
+}
+
+TEST_F(PollPass, OrderOptionPollsOnlyThatOrder) {
+  add_processing("First", Behaviour::approve);
+  add_processing("Second", Behaviour::approve);
+
+  PassOptions options;
+  options.order_name = "OrdSecond";
+  PassSummary summary = run(options);
+
+  EXPECT_EQ(summary.issued, 1);
+  EXPECT_EQ(row("First").order_status, "processing");
+  EXPECT_EQ(row("Second").order_status, "valid");
+}
+
+TEST_F(PollPass, SecondPassChangesNothing) {
+  add_processing("Good", Behaviour::approve);
+  add_processing("Bad", Behaviour::reject);
+  add_processing("Wait", Behaviour::pending);
+  run();
+  std::string after_first = m_database->dump();
+
+  PassSummary second = run();
+
+  EXPECT_EQ(second.issued, 0);
+  EXPECT_EQ(second.rejected, 0);
+  EXPECT_EQ(second.pending, 1);
+  EXPECT_EQ(m_database->dump(), after_first);
+}
+
+TEST_F(PollPass, OldSchemaGetsOnlyItsColumns) {
+  start(SchemaGeneration::year_2020);
+  std::string schema_before = m_database->schema_sql();
+  add_processing("Old", Behaviour::approve);
+
+  PassSummary summary = run();
+
+  EXPECT_EQ(summary.issued, 1);
+  auto stored = row("Old");
+  EXPECT_EQ(stored.order_status, "valid");
+  ASSERT_TRUE(stored.cert.has_value());
+  EXPECT_EQ(count_pem_blocks(*stored.cert), 3);
+  EXPECT_TRUE(stored.cert_raw.has_value());
+  EXPECT_EQ(m_database->schema_sql(), schema_before);
+}
+
+} // namespace

@@ -89,7 +89,9 @@ def make_issuer(work):
 
 def issue(work, name, csr_b64):
     """Sign csr_b64 with the issuing CA; return the leaf PEM path."""
-    (work / (name + ".csr.der")).write_bytes(base64.b64decode(csr_b64))
+    padded = csr_b64 + "=" * (-len(csr_b64) % 4)
+    der = base64.urlsafe_b64decode(padded.replace("+", "-").replace("/", "_"))
+    (work / (name + ".csr.der")).write_bytes(der)
     (work / "leaf.ext").write_text(
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
