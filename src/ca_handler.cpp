@@ -6,6 +6,8 @@
 #include <array>
 #include <filesystem>
 
+#include <spdlog/spdlog.h>
+
 namespace cert_poll {
 
 namespace {
@@ -84,6 +86,10 @@ make_ca_handler(const Config &config, const EnvironmentLookup &environment) {
       read_certifier_settings(config.ini, config.proxies, environment);
   if (!settings) {
     return std::unexpected(settings.error());
+  }
+  if (settings->http.tls_verification == TlsVerification::disabled) {
+    spdlog::warn("TLS certificate verification is off because [CAhandler] "
+                 "ca_bundle is False: set it to True or to a CA bundle path");
   }
   auto handler = CertifierHandler::create(std::move(*settings));
   if (!handler) {
