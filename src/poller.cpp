@@ -9,7 +9,7 @@ namespace cert_poll {
 
 namespace {
 
-std::string quoted(std::string_view text) {
+std::string in_quotes(std::string_view text) {
   return "'" + std::string(text) + "'";
 }
 
@@ -45,7 +45,7 @@ Update make_update(const PendingRequest &request, const PollResult &result) {
       return failed_update(request, result, checked.error().message);
     }
     for (const auto &warning : checked->warnings) {
-      spdlog::warn("order {}: {}", quoted(request.order_name), warning);
+      spdlog::warn("order {}: {}", in_quotes(request.order_name), warning);
     }
     update.outcome = Outcome::issued;
     update.certificate = std::move(checked->certificate);
@@ -85,8 +85,8 @@ std::string describe(const Update &update) {
 
 void log_outcome(const PendingRequest &request, const RequestReport &report,
                  bool dry_run) {
-  std::string prefix = "order " + quoted(request.order_name) +
-                       ", certificate " + quoted(request.certificate_name) +
+  std::string prefix = "order " + in_quotes(request.order_name) +
+                       ", certificate " + in_quotes(request.certificate_name) +
                        (dry_run ? ": would record: " : ": ");
   switch (report.outcome) {
   case Outcome::issued:
@@ -149,7 +149,7 @@ void warn_missing_columns(const Store &store) {
   }
   spdlog::warn("database {} has no certificate column {}: these values are "
                "not stored; run acme2certifier's database update to add them",
-               quoted(store.path().string()), names);
+               in_quotes(store.path().string()), names);
 }
 
 // Resolves --order: an unknown order is a usage error, an order that is not
@@ -161,13 +161,13 @@ Result<bool> order_is_processing(Store &store, const std::string &order_name) {
   }
   if (!*status) {
     return make_error(ErrorKind::usage,
-                      "order " + quoted(order_name) + " not found in " +
-                          quoted(store.path().string()) +
+                      "order " + in_quotes(order_name) + " not found in " +
+                          in_quotes(store.path().string()) +
                           ": check the name with --list or in the orders table");
   }
   if (**status != "processing") {
     spdlog::info("order {} is {}, not processing: nothing to poll",
-                 quoted(order_name), quoted(**status));
+                 in_quotes(order_name), in_quotes(**status));
     return false;
   }
   return true;
@@ -195,7 +195,7 @@ Result<PassSummary> run_pass(Store &store, CaHandler &handler,
   summary.skipped = static_cast<int>(pending->skipped.size());
   for (const auto &name : pending->skipped) {
     spdlog::debug("certificate {} has no poll identifier: skipped",
-                  quoted(name));
+                  in_quotes(name));
   }
 
   bool warned_missing_columns = false;

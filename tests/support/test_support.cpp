@@ -161,4 +161,141 @@ std::string shell_quote(const std::string &text) {
   return quoted + "'";
 }
 
+namespace openssl_ca {
+
+namespace {
+
+// Runs an openssl command in `dir` and throws when it fails. Its output goes
+// to /dev/null because the tests read the files it writes.
+void run_openssl(const std::filesystem::path &dir, const std::string &args) {
+  std::string command = "cd " + shell_quote(dir.string()) + " && openssl " +
+                        args + " >/dev/null 2>&1";
+  if (run_command(command).exit_status != 0) {
+    throw std::runtime_error("openssl command failed: " + command);
+  }
+}
+
+const std::string new_ec_key =
+    "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+
+} // namespace
+
+std::filesystem::path write_config(const std::filesystem::path &dir) {
+  std::filesystem::path path = dir / "openssl.cnf";
+  write_file(path,
+             "[req]\n"
+             "distinguished_name = dn\n"
+             "prompt = no\n"
+             "[dn]\n"
+             "CN = unused\n"
+             "[ca_ext]\n"
+             "basicConstraints = critical,CA:TRUE\n"
+             "keyUsage = critical,keyCertSign,cRLSign\n"
+             "subjectKeyIdentifier = hash\n"
+             "authorityKeyIdentifier = keyid:always\n"
+             "[leaf_ext]\n"
+             "basicConstraints = critical,CA:FALSE\n"
+             "keyUsage = critical,digitalSignature\n"
+             "subjectKeyIdentifier = hash\n"
+             "authorityKeyIdentifier = keyid:always\n"
+             "[bare_ext]\n"
+             "basicConstraints = critical,CA:FALSE\n"
+             "subjectKeyIdentifier = none\n"
+             "authorityKeyIdentifier = none\n");
+  return path;
+}
+
+void make_root(const std::filesystem::path &dir,
+               const std::string &name,
+               const std::string &subject) {
+  write_config(dir);
+  run_openssl(dir,
+              "req -x509 -config openssl.cnf -extensions ca_ext " + new_ec_key +
+                  " -keyout " + shell_quote(name + ".key") + " -out " +
+                  shell_quote(name + ".pem") + " -subj " +
+                  shell_quote(subject) + " -days 3650");
+}
+
+void make_intermediate(const std::filesystem::path &dir,
+                       const std::string &name,
+                       const std::string &subject,
+                       const std::string &issuer) {
+  write_config(dir);
+  run_openssl(dir,
+              "req -new -config openssl.cnf " + new_ec_key + " -keyout " +
+                  shell_quote(name + ".key") + " -out " +
+                  shell_quote(name + ".csr") + " -subj " +
+                  shell_quote(subject));
+  run_openssl(dir,
+              "x509 -req -in " + shell_quote(name + ".csr") + " -CA " +
+                  shell_quote(issuer + ".pem") + " -CAkey " +
+                  shell_quote(issuer + ".key") +
+                  " -set_serial 0x1234 -days 1825 -extfile openssl.cnf "
+                  "-extensions ca_ext -out " +
+                  shell_quote(name + ".pem"));
+}
+
+void sign_request(const std::filesystem::path &dir,
+                  const std::string &name,
+                  const std::vector<unsigned char> &csr_der,
+                  const std::string &issuer,
+                  const std::string &serial,
+                  const std::string &extensions) {
+  write_config(dir);
+  std::string csr_file = name + ".csr.der";
+  write_file(dir / csr_file, std::string(csr_der.begin(), csr_der.end()));
+  run_openssl(
+      dir,
+      "x509 -req -inform DER -in " + shell_quote(csr_file) + " -CA " +
+          shell_quote(issuer + ".pem") + " -CAkey " +
+          shell_quote(issuer + ".key") + " -set_serial " + shell_quote(serial) +
+          " -days 90 -extfile openssl.cnf -extensions " +
+          shell_quote(extensions) + " -out " + shell_quote(name + ".pem"));
+}
+
+std::string cert_id_tail_hex(const std::filesystem::path &dir,
+                             const std::string &leaf,
+                             const std::string &issuer) {
+  run_openssl(dir,
+              "ocsp -issuer " + shell_quote(issuer + ".pem") +
+                  " -sha256 -cert " + shell_quote(leaf + ".pem") +
+                  " -no_nonce -reqout ocsp.der");
+  std::string der = read_file(dir / "ocsp.der");
+  std::size_t start = std::string::npos;
+  for (std::size_t i = 0; i + 1 < der.size(); ++i) {
+    if (der[i] == '\x04' && der[i + 1] == '\x20') {
+      start = i + 2;
+      break;
+    }
+  }
+  if (start == std::string::npos) {
+    throw std::runtime_error("no 04 20 in the OCSP request for " + leaf);
+  }
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string hex;
+  for (std::size_t i = start; i < der.size(); ++i) {
+    auto byte = static_cast<unsigned char>(der[i]);
+    hex.push_back(digits[byte >> 4]);
+    hex.push_back(digits[byte & 0x0f]);
+  }
+  return hex;
+}
+
+} // namespace openssl_ca
+
+TestPki make_test_pki(const std::filesystem::path &dir) {
+  TestPki pki;
+  pki.dir = dir;
+  pki.leaf_request = make_key_and_csr("leaf.example");
+  openssl_ca::make_root(dir, "root", "/CN=Test Root CA");
+  openssl_ca::make_intermediate(
+      dir, "intermediate", "/CN=Test Intermediate CA", "root");
+  openssl_ca::sign_request(
+      dir, "leaf", pki.leaf_request.csr_der, "intermediate", "0xa1b");
+  pki.root_pem = read_file(dir / "root.pem");
+  pki.intermediate_pem = read_file(dir / "intermediate.pem");
+  pki.leaf_pem = read_file(dir / "leaf.pem");
+  return pki;
+}
+
 } // namespace test_support
