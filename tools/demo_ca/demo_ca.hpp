@@ -58,7 +58,7 @@ class DemoCa {
 public:
   // Creates the PKI (root, intermediate, TLS server certificate for
   // 127.0.0.1, ::1 and localhost). Throws std::invalid_argument for a
-  // non-loopback host.
+  // non-loopback host, an empty password or a user name containing ':'.
   explicit DemoCa(Options options);
   ~DemoCa();
   DemoCa(const DemoCa &) = delete;
@@ -77,7 +77,11 @@ public:
   std::string root_pem() const;
 
   // Registers a request for the DER CSR under `id` and returns its poll
-  // identifier, "<base_url>/v1/requests/<id>". Thread-safe.
+  // identifier, "<base_url>/v1/requests/<id>". Thread-safe. Call it after
+  // start(), because the identifier contains the bound port. Before start()
+  // it throws std::logic_error. Throws std::invalid_argument for an id with
+  // characters outside [A-Za-z0-9._~-] or a CSR that does not parse or
+  // verify; set_behaviour throws it for an unknown id.
   std::string add_request(const std::string &id,
                           const std::vector<unsigned char> &csr_der,
                           Behaviour behaviour);
