@@ -1,1 +1,933 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "cert_poll/store.hpp"
+
+#include <array>
+#include <cctype>
+#include <system_error>
+#include <thread>
+#include <unistd.h>
+#include <utility>
+#include <variant>
+
+#include <spdlog/spdlog.h>
+#include <sqlite3.h>
+
+namespace cert_poll {
+
+namespace {
+
+// The number of times record() runs its whole transaction while the
+// database stays locked past the busy timeout, and the pause in between.
+constexpr int k_record_attempts = 3;
+constexpr std::chrono::milliseconds k_retry_pause{100};
+
+// The order, certificate and status table names of one acme2certifier
+// database layout.
+struct TableSet {
+  std::string_view order;
+  std::string_view certificate;
+  std::string_view status;
+};
+
+constexpr std::array<TableSet, 3> k_table_sets{{
+    {"orders", "certificate", "status"},                           // wsgi
+    {"acme_srv_order", "acme_srv_certificate", "acme_srv_status"}, // django
+    {"acme_order", "acme_certificate", "acme_status"}, // django, older
+}};
+
+constexpr std::array<std::string_view, 8> k_required_certificate_columns{
+    "id",
+    "name",
+    "cert",
+    "cert_raw",
+    "error",
+    "order_id",
+    "csr",
+    "poll_identifier"};
+constexpr std::array<std::string_view, 3> k_required_order_columns{
+    "id", "name", "status_id"};
+constexpr std::array<std::string_view, 2> k_required_status_columns{"id",
+                                                                    "name"};
+constexpr std::array<std::string_view, 5> k_derived_columns{
+    "renewal_info", "aki", "serial", "issue_uts", "expire_uts"};
+
+struct StatementFinalizer {
+  void operator()(sqlite3_stmt *statement) const {
+    sqlite3_finalize(statement);
+  }
+};
+using Statement = std::unique_ptr<sqlite3_stmt, StatementFinalizer>;
+
+// A value bound to a statement parameter, where std::monostate binds NULL.
+// Text is bound without a copy, so the viewed string must outlive the
+// statement's execution.
+using Value = std::variant<std::monostate, std::string_view, std::int64_t>;
+
+// The connection and the file name used in messages, passed to the helpers
+// below.
+struct Database {
+  sqlite3 *handle;
+  const std::filesystem::path &path;
+};
+
+std::string quote_path(const std::filesystem::path &path) {
+  return "'" + path.string() + "'";
+}
+
+// Quotes a table or column name as an SQL identifier. Only names taken from
+// the detected schema pass through here, never data.
+std::string quote_identifier(std::string_view name) {
+  std::string quoted = "\"";
+  for (char c : name) {
+    if (c == '"') {
+      quoted += '"';
+    }
+    quoted += c;
+  }
+  quoted += '"';
+  return quoted;
+}
+
+std::string to_lower(std::string_view text) {
+  std::string lower(text);
+  for (char &c : lower) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return lower;
+}
+
+bool is_lock_code(int code) {
+  int primary = code & 0xff;
+  return primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
+}
+
+// Builds the error for a failed SQLite call, naming the action, the file and
+// SQLite's own message. Call it before any other statement on the
+// connection, which would replace sqlite3_errmsg.
+Error sqlite_error(const Database &database,
+                   int code,
+                   std::string_view action) {
+  std::string detail = database.handle != nullptr
+                           ? sqlite3_errmsg(database.handle)
+                           : sqlite3_errstr(code);
+  std::string path = quote_path(database.path);
+  int primary = code & 0xff;
+
+  if (is_lock_code(code)) {
+    return Error{ErrorKind::busy,
+                 "database " + path +
+                     " is locked by another process: " + std::string(action) +
+                     " failed (" + detail + "): try again later"};
+  }
+  if (primary == SQLITE_READONLY || primary == SQLITE_CANTOPEN ||
+      primary == SQLITE_PERM) {
+    return Error{ErrorKind::database,
+                 std::string(action) + " failed on database " + path + " (" +
+                     detail +
+                     "): check the permissions of the file and its folder"};
+  }
+  if (primary == SQLITE_NOTADB) {
+    return Error{ErrorKind::database,
+                 "database " + path + " is not a SQLite database (" + detail +
+                     "): check [DBhandler] dbfile or pass --db"};
+  }
+  return Error{ErrorKind::database,
+               std::string(action) + " failed on database " + path + ": " +
+                   detail};
+}
+
+Result<void> bind_value(const Database &database,
+                        sqlite3_stmt *statement,
+                        int index,
+                        const Value &value,
+                        std::string_view action) {
+  int code = SQLITE_OK;
+  if (const auto *text = std::get_if<std::string_view>(&value)) {
+    // A null data pointer would bind NULL, not the empty text. A null
+    // destructor (SQLITE_STATIC) binds without copying the text.
+    const char *data = text->data() != nullptr ? text->data() : "";
+    code = sqlite3_bind_text64(
+        statement, index, data, text->size(), nullptr, SQLITE_UTF8);
+  } else if (const auto *number = std::get_if<std::int64_t>(&value)) {
+    code = sqlite3_bind_int64(statement, index, *number);
+  } else {
+    code = sqlite3_bind_null(statement, index);
+  }
+  if (code != SQLITE_OK) {
+    return std::unexpected(sqlite_error(database, code, action));
+  }
+  return {};
+}
+
+Result<void> bind_all(const Database &database,
+                      sqlite3_stmt *statement,
+                      const std::vector<Value> &values,
+                      std::string_view action) {
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    auto bound = bind_value(
+        database, statement, static_cast<int>(i + 1), values[i], action);
+    if (!bound) {
+      return bound;
+    }
+  }
+  return {};
+}
+
+// Compiles `sql` and binds `values` to its parameters ?1, ?2, ...
+Result<Statement> prepare(const Database &database,
+                          const std::string &sql,
+                          const std::vector<Value> &values,
+                          std::string_view action) {
+  sqlite3_stmt *raw = nullptr;
+  int code = sqlite3_prepare_v2(database.handle,
+                                sql.c_str(),
+                                static_cast<int>(sql.size() + 1),
+                                &raw,
+                                nullptr);
+  Statement statement(raw);
+  if (code != SQLITE_OK) {
+    return std::unexpected(sqlite_error(database, code, action));
+  }
+  auto bound = bind_all(database, statement.get(), values, action);
+  if (!bound) {
+    return std::unexpected(bound.error());
+  }
+  return statement;
+}
+
+// Steps `statement` once. Returns true when it produced a row and false
+// when it is done.
+Result<bool> step(const Database &database,
+                  sqlite3_stmt *statement,
+                  std::string_view action) {
+  int code = sqlite3_step(statement);
+  if (code == SQLITE_ROW) {
+    return true;
+  }
+  if (code == SQLITE_DONE) {
+    return false;
+  }
+  return std::unexpected(sqlite_error(database, code, action));
+}
+
+// Runs a statement that returns no rows and returns the number of rows it
+// changed.
+Result<int> execute(const Database &database,
+                    const std::string &sql,
+                    const std::vector<Value> &values,
+                    std::string_view action) {
+  auto statement = prepare(database, sql, values, action);
+  if (!statement) {
+    return std::unexpected(statement.error());
+  }
+  auto stepped = step(database, statement->get(), action);
+  if (!stepped) {
+    return std::unexpected(stepped.error());
+  }
+  return sqlite3_changes(database.handle);
+}
+
+std::string column_text(sqlite3_stmt *statement, int column) {
+  const unsigned char *text = sqlite3_column_text(statement, column);
+  if (text == nullptr) {
+    return {};
+  }
+  int size = sqlite3_column_bytes(statement, column);
+  return std::string(reinterpret_cast<const char *>(text),
+                     static_cast<std::size_t>(size));
+}
+
+std::string_view trim(std::string_view text) {
+  constexpr std::string_view whitespace = " \t\r\n\f\v";
+  std::size_t first = text.find_first_not_of(whitespace);
+  if (first == std::string_view::npos) {
+    return {};
+  }
+  std::size_t last = text.find_last_not_of(whitespace);
+  return text.substr(first, last - first + 1);
+}
+
+using NameSet = std::set<std::string, std::less<>>;
+
+enum class LetterCase { keep, lower };
+
+// Returns the first column of every row of `sql`.
+Result<NameSet> read_names(const Database &database,
+                           const std::string &sql,
+                           const std::vector<Value> &values,
+                           std::string_view action,
+                           LetterCase letter_case) {
+  auto statement = prepare(database, sql, values, action);
+  if (!statement) {
+    return std::unexpected(statement.error());
+  }
+
+  NameSet names;
+  while (true) {
+    auto row = step(database, statement->get(), action);
+    if (!row) {
+      return std::unexpected(row.error());
+    }
+    if (!*row) {
+      return names;
+    }
+    std::string name = column_text(statement->get(), 0);
+    names.insert(letter_case == LetterCase::lower ? to_lower(name) : name);
+  }
+}
+
+Result<NameSet> list_tables(const Database &database) {
+  return read_names(database,
+                    "SELECT name FROM sqlite_master WHERE type = 'table'",
+                    {},
+                    "reading the table list",
+                    LetterCase::keep);
+}
+
+// Finds the table in `tables` whose name equals `name` without regard to
+// case, as SQLite compares table names. Returns the name as stored.
+std::optional<std::string> find_table(const NameSet &tables,
+                                      std::string_view name) {
+  for (const auto &table : tables) {
+    if (to_lower(table) == name) {
+      return table;
+    }
+  }
+  return std::nullopt;
+}
+
+Result<void>
+choose_tables(const Database &database, const NameSet &tables, Schema &schema) {
+  for (const auto &set : k_table_sets) {
+    auto order = find_table(tables, set.order);
+    auto certificate = find_table(tables, set.certificate);
+    auto status = find_table(tables, set.status);
+    if (order && certificate && status) {
+      schema.order_table = *order;
+      schema.certificate_table = *certificate;
+      schema.status_table = *status;
+      return {};
+    }
+  }
+
+  std::string looked_for;
+  for (const auto &set : k_table_sets) {
+    if (!looked_for.empty()) {
+      looked_for += ", ";
+    }
+    looked_for += "'" + std::string(set.order) + "/" +
+                  std::string(set.certificate) + "/" + std::string(set.status) +
+                  "'";
+  }
+  return make_error(ErrorKind::database,
+                    "database " + quote_path(database.path) +
+                        " is not an acme2certifier database: none of the "
+                        "table sets " +
+                        looked_for +
+                        " found: check [DBhandler] dbfile or pass --db");
+}
+
+// Returns the column names of `table` in lowercase, because SQLite
+// compares column names without regard to case.
+Result<NameSet> list_columns(const Database &database,
+                             const std::string &table) {
+  return read_names(database,
+                    "SELECT name FROM pragma_table_info(?1)",
+                    {table},
+                    "reading the columns of table '" + table + "'",
+                    LetterCase::lower);
+}
+
+template <std::size_t N>
+Result<void> require_columns(const Database &database,
+                             const std::string &table,
+                             const NameSet &columns,
+                             const std::array<std::string_view, N> &required) {
+  for (std::string_view column : required) {
+    if (!columns.contains(column)) {
+      return make_error(
+          ErrorKind::database,
+          "database " + quote_path(database.path) + ": table '" + table +
+              "' has no column '" + std::string(column) +
+              "': update the database with acme2certifier's own tools");
+    }
+  }
+  return {};
+}
+
+Result<void> read_columns(const Database &database, Schema &schema) {
+  auto certificate_columns = list_columns(database, schema.certificate_table);
+  if (!certificate_columns) {
+    return std::unexpected(certificate_columns.error());
+  }
+  auto order_columns = list_columns(database, schema.order_table);
+  if (!order_columns) {
+    return std::unexpected(order_columns.error());
+  }
+  auto status_columns = list_columns(database, schema.status_table);
+  if (!status_columns) {
+    return std::unexpected(status_columns.error());
+  }
+
+  schema.certificate_columns = std::move(*certificate_columns);
+  schema.order_columns = std::move(*order_columns);
+  auto checked = require_columns(database,
+                                 schema.certificate_table,
+                                 schema.certificate_columns,
+                                 k_required_certificate_columns);
+  if (!checked) {
+    return checked;
+  }
+  checked = require_columns(database,
+                            schema.order_table,
+                            schema.order_columns,
+                            k_required_order_columns);
+  if (!checked) {
+    return checked;
+  }
+  return require_columns(database,
+                         schema.status_table,
+                         *status_columns,
+                         k_required_status_columns);
+}
+
+// Looks up a status id by name, because a database need not number its
+// status rows in acme2certifier's usual order.
+Result<std::int64_t> find_status_id(const Database &database,
+                                    const Schema &schema,
+                                    std::string_view name) {
+  std::string action = "reading status '" + std::string(name) + "'";
+  auto statement =
+      prepare(database,
+              "SELECT id FROM " + quote_identifier(schema.status_table) +
+                  " WHERE name = ?1 ORDER BY id LIMIT 1",
+              {name},
+              action);
+  if (!statement) {
+    return std::unexpected(statement.error());
+  }
+  auto row = step(database, statement->get(), action);
+  if (!row) {
+    return std::unexpected(row.error());
+  }
+  if (!*row) {
+    return make_error(ErrorKind::database,
+                      "database " + quote_path(database.path) + ": table '" +
+                          schema.status_table + "' has no status '" +
+                          std::string(name) +
+                          "': check that the file is an acme2certifier "
+                          "database");
+  }
+  return sqlite3_column_int64(statement->get(), 0);
+}
+
+Result<void> read_status_ids(const Database &database, Schema &schema) {
+  auto processing = find_status_id(database, schema, "processing");
+  if (!processing) {
+    return std::unexpected(processing.error());
+  }
+  auto valid = find_status_id(database, schema, "valid");
+  if (!valid) {
+    return std::unexpected(valid.error());
+  }
+  auto invalid = find_status_id(database, schema, "invalid");
+  if (!invalid) {
+    return std::unexpected(invalid.error());
+  }
+  schema.processing_id = *processing;
+  schema.valid_id = *valid;
+  schema.invalid_id = *invalid;
+  return {};
+}
+
+Result<Schema> detect_schema(const Database &database) {
+  auto tables = list_tables(database);
+  if (!tables) {
+    return std::unexpected(tables.error());
+  }
+
+  Schema schema;
+  auto chosen = choose_tables(database, *tables, schema);
+  if (!chosen) {
+    return std::unexpected(chosen.error());
+  }
+  auto columns = read_columns(database, schema);
+  if (!columns) {
+    return std::unexpected(columns.error());
+  }
+  auto ids = read_status_ids(database, schema);
+  if (!ids) {
+    return std::unexpected(ids.error());
+  }
+  return schema;
+}
+
+Result<void> check_file(const std::filesystem::path &path) {
+  std::error_code error;
+  auto status = std::filesystem::status(path, error);
+  if (!std::filesystem::exists(status)) {
+    return make_error(ErrorKind::database,
+                      "database " + quote_path(path) +
+                          " not found: check [DBhandler] dbfile or pass --db");
+  }
+  if (std::filesystem::is_directory(status)) {
+    return make_error(ErrorKind::database,
+                      "database " + quote_path(path) +
+                          " is a folder, not a file: check [DBhandler] "
+                          "dbfile or pass --db");
+  }
+  return {};
+}
+
+// Maps empty text to NULL, so that no row carries an empty serial, aki or
+// renewal_info that a lookup could match.
+Value text_or_null(const std::string &text) {
+  if (text.empty()) {
+    return std::monostate{};
+  }
+  return std::string_view(text);
+}
+
+Value text_or_null(const std::optional<std::string> &text) {
+  if (!text) {
+    return std::monostate{};
+  }
+  return std::string_view(*text);
+}
+
+struct Assignment {
+  std::string_view column;
+  Value value;
+};
+
+std::vector<Assignment> issued_assignments(const Schema &schema,
+                                           const IssuedCertificate &issued) {
+  // The error is cleared because the request is no longer in error.
+  std::vector<Assignment> assignments{
+      {"cert", std::string_view(issued.chain_pem)},
+      {"cert_raw", std::string_view(issued.cert_raw)},
+      {"error", std::monostate{}},
+      {"poll_identifier", std::monostate{}},
+  };
+  std::array<Assignment, 5> derived{{
+      {"issue_uts", issued.issue_uts},
+      {"expire_uts", issued.expire_uts},
+      {"serial", text_or_null(issued.serial)},
+      {"aki", text_or_null(issued.aki)},
+      {"renewal_info", text_or_null(issued.renewal_info)},
+  }};
+  for (const auto &assignment : derived) {
+    if (schema.has_certificate_column(assignment.column)) {
+      assignments.push_back(assignment);
+    }
+  }
+  return assignments;
+}
+
+std::vector<Assignment> certificate_assignments(const Schema &schema,
+                                                const Update &update) {
+  if (update.outcome == Outcome::issued) {
+    return issued_assignments(schema, *update.certificate);
+  }
+  return {
+      {"error", text_or_null(update.error)},
+      {"poll_identifier", text_or_null(update.poll_identifier)},
+  };
+}
+
+// The order an update belongs to, read inside the write transaction.
+struct OrderState {
+  std::string name;
+  std::int64_t status_id = 0;
+  std::string status_name; // empty when the status table lacks the id
+};
+
+Result<std::optional<OrderState>> read_order_state(const Database &database,
+                                                   const Schema &schema,
+                                                   std::int64_t order_id) {
+  constexpr std::string_view action = "reading the order status";
+  std::string sql = "SELECT o.name, o.status_id, s.name FROM " +
+                    quote_identifier(schema.order_table) + " AS o LEFT JOIN " +
+                    quote_identifier(schema.status_table) +
+                    " AS s ON s.id = o.status_id WHERE o.id = ?1";
+  auto statement = prepare(database, sql, {order_id}, action);
+  if (!statement) {
+    return std::unexpected(statement.error());
+  }
+  auto row = step(database, statement->get(), action);
+  if (!row) {
+    return std::unexpected(row.error());
+  }
+  if (!*row) {
+    return std::optional<OrderState>{};
+  }
+  return OrderState{column_text(statement->get(), 0),
+                    sqlite3_column_int64(statement->get(), 1),
+                    column_text(statement->get(), 2)};
+}
+
+// Fails with ErrorKind::conflict unless the order exists and is still
+// `processing`, because another process (acme2certifier, a second poller or
+// an administrator) may have changed it since pending() listed it.
+Result<std::string> require_processing(const Database &database,
+                                       const Schema &schema,
+                                       std::int64_t order_id) {
+  auto state = read_order_state(database, schema, order_id);
+  if (!state) {
+    return std::unexpected(state.error());
+  }
+  if (!*state) {
+    return make_error(ErrorKind::conflict,
+                      "order id '" + std::to_string(order_id) +
+                          "' not found: nothing written");
+  }
+  if ((*state)->status_id != schema.processing_id) {
+    std::string now = (*state)->status_name.empty()
+                          ? "status id " + std::to_string((*state)->status_id)
+                          : (*state)->status_name;
+    return make_error(ErrorKind::conflict,
+                      "order '" + (*state)->name +
+                          "' is no longer processing (now '" + now +
+                          "'): nothing written");
+  }
+  return (*state)->name;
+}
+
+Result<void> update_certificate(const Database &database,
+                                const Schema &schema,
+                                const Update &update,
+                                const std::string &order_name) {
+  std::string action =
+      "updating certificate id '" + std::to_string(update.certificate_id) + "'";
+  std::string sql =
+      "UPDATE " + quote_identifier(schema.certificate_table) + " SET ";
+  std::vector<Value> values;
+  for (const auto &assignment : certificate_assignments(schema, update)) {
+    if (!values.empty()) {
+      sql += ", ";
+    }
+    values.push_back(assignment.value);
+    sql += quote_identifier(assignment.column) + " = ?" +
+           std::to_string(values.size());
+  }
+  values.emplace_back(update.certificate_id);
+  values.emplace_back(update.order_id);
+  sql += " WHERE id = ?" + std::to_string(values.size() - 1) +
+         " AND order_id = ?" + std::to_string(values.size());
+
+  auto changed = execute(database, sql, values, action);
+  if (!changed) {
+    return std::unexpected(changed.error());
+  }
+  if (*changed != 1) {
+    return make_error(
+        ErrorKind::conflict,
+        "certificate id '" + std::to_string(update.certificate_id) +
+            "' of order '" + order_name + "' not found: nothing written");
+  }
+  return {};
+}
+
+Result<void> update_order_status(const Database &database,
+                                 const Schema &schema,
+                                 const Update &update,
+                                 const std::string &order_name) {
+  std::int64_t status_id =
+      update.outcome == Outcome::issued ? schema.valid_id : schema.invalid_id;
+  std::string action = "updating the status of order '" + order_name + "'";
+  std::string sql = "UPDATE " + quote_identifier(schema.order_table) +
+                    " SET status_id = ?1 WHERE id = ?2 AND status_id = ?3";
+  auto changed = execute(database,
+                         sql,
+                         {status_id, update.order_id, schema.processing_id},
+                         action);
+  if (!changed) {
+    return std::unexpected(changed.error());
+  }
+  if (*changed != 1) {
+    return make_error(ErrorKind::conflict,
+                      "order '" + order_name +
+                          "' is no longer processing: nothing written");
+  }
+  return {};
+}
+
+// Runs the statements of one record() transaction, between BEGIN and COMMIT.
+Result<void> write_rows(const Database &database,
+                        const Schema &schema,
+                        const Update &update) {
+  auto order_name = require_processing(database, schema, update.order_id);
+  if (!order_name) {
+    return std::unexpected(order_name.error());
+  }
+  auto certificate = update_certificate(database, schema, update, *order_name);
+  if (!certificate) {
+    return certificate;
+  }
+  if (update.outcome == Outcome::issued ||
+      update.outcome == Outcome::rejected) {
+    return update_order_status(database, schema, update, *order_name);
+  }
+  return {};
+}
+
+void rollback(const Database &database) {
+  // SQLite rolls back by itself after some errors, so the transaction may
+  // already be gone.
+  if (sqlite3_get_autocommit(database.handle) == 0) {
+    sqlite3_exec(database.handle, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+}
+
+// Runs one attempt at record(). BEGIN IMMEDIATE takes the write lock up
+// front, so that no statement inside has to upgrade a read lock, which can
+// fail with SQLITE_BUSY without waiting for the busy timeout.
+Result<void> write_transaction(const Database &database,
+                               const Schema &schema,
+                               const Update &update) {
+  auto begun = execute(database, "BEGIN IMMEDIATE", {}, "starting a write");
+  if (!begun) {
+    return std::unexpected(begun.error());
+  }
+  auto written = write_rows(database, schema, update);
+  if (!written) {
+    rollback(database);
+    return written;
+  }
+  auto committed = execute(database, "COMMIT", {}, "committing the update");
+  if (!committed) {
+    rollback(database);
+    return std::unexpected(committed.error());
+  }
+  return {};
+}
+
+// Builds the error for a read-only connection, which was opened so for a dry
+// run or fell back to reading because the file is not writable.
+Error read_only_error(const std::filesystem::path &path) {
+  if (::access(path.c_str(), W_OK) != 0) {
+    return Error{ErrorKind::database,
+                 "database " + quote_path(path) +
+                     " is not writable, so nothing was written: check "
+                     "the permissions of the file and its folder"};
+  }
+  return Error{ErrorKind::database,
+               "database " + quote_path(path) +
+                   " was opened read-only: nothing written"};
+}
+
+} // namespace
+
+std::string_view to_string(Outcome outcome) {
+  switch (outcome) {
+  case Outcome::issued:
+    return "issued";
+  case Outcome::pending:
+    return "pending";
+  case Outcome::rejected:
+    return "rejected";
+  case Outcome::failed:
+    return "failed";
+  }
+  return "unknown";
+}
+
+Result<Store> Store::open(const std::filesystem::path &path,
+                          const StoreOptions &options) {
+  auto file = check_file(path);
+  if (!file) {
+    return std::unexpected(file.error());
+  }
+
+  // Without SQLITE_OPEN_CREATE, SQLite never creates the file, even if it
+  // disappears after the check above.
+  int flags = options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+  sqlite3 *handle = nullptr;
+  int code = sqlite3_open_v2(path.c_str(), &handle, flags, nullptr);
+  Store store(handle, path, Schema{});
+  Database database{handle, store.m_path};
+  if (code != SQLITE_OK) {
+    return std::unexpected(sqlite_error(database, code, "opening the file"));
+  }
+  sqlite3_extended_result_codes(handle, 1);
+  sqlite3_busy_timeout(handle, static_cast<int>(options.busy_timeout.count()));
+
+  auto schema = detect_schema(database);
+  if (!schema) {
+    return std::unexpected(schema.error());
+  }
+  *store.m_schema = std::move(*schema);
+  spdlog::debug("database '{}': tables '{}', '{}', '{}'; status ids "
+                "processing {}, valid {}, invalid {}",
+                path.string(),
+                store.m_schema->order_table,
+                store.m_schema->certificate_table,
+                store.m_schema->status_table,
+                store.m_schema->processing_id,
+                store.m_schema->valid_id,
+                store.m_schema->invalid_id);
+  return store;
+}
+
+Store::Store(sqlite3 *db, std::filesystem::path path, Schema schema)
+    : m_db(db), m_path(std::move(path)),
+      m_schema(std::make_unique<Schema>(std::move(schema))) {}
+
+Store::Store(Store &&other) noexcept
+    : m_db(std::exchange(other.m_db, nullptr)), m_path(std::move(other.m_path)),
+      m_schema(std::move(other.m_schema)) {}
+
+Store &Store::operator=(Store &&other) noexcept {
+  if (this != &other) {
+    sqlite3_close_v2(m_db);
+    m_db = std::exchange(other.m_db, nullptr);
+    m_path = std::move(other.m_path);
+    m_schema = std::move(other.m_schema);
+  }
+  return *this;
+}
+
+Store::~Store() {
+  sqlite3_close_v2(m_db);
+}
+
+std::vector<std::string> Store::missing_columns() const {
+  std::vector<std::string> missing;
+  for (std::string_view column : k_derived_columns) {
+    if (!m_schema->has_certificate_column(column)) {
+      missing.emplace_back(column);
+    }
+  }
+  return missing;
+}
+
+Result<PendingList> Store::pending(std::optional<std::string_view> order_name) {
+  const Schema &schema = *m_schema;
+  Database database{m_db, m_path};
+  constexpr std::string_view action = "listing pending requests";
+
+  // Older databases may lack orders.identifiers or certificate.created_at,
+  // so those are selected only where they exist.
+  std::string identifiers =
+      schema.order_columns.contains("identifiers") ? "o.identifiers" : "NULL";
+  std::string created_at =
+      schema.has_certificate_column("created_at") ? "c.created_at" : "NULL";
+  std::string sql = "SELECT c.id, c.name, c.order_id, o.name, c.csr, "
+                    "c.poll_identifier, c.error, " +
+                    identifiers + ", " + created_at + " FROM " +
+                    quote_identifier(schema.certificate_table) + " AS c JOIN " +
+                    quote_identifier(schema.order_table) +
+                    " AS o ON o.id = c.order_id WHERE o.status_id = ?1";
+  std::vector<Value> values{schema.processing_id};
+  if (order_name) {
+    sql += " AND o.name = ?2";
+    values.emplace_back(*order_name);
+  }
+  sql += " ORDER BY c.id";
+
+  auto statement = prepare(database, sql, values, action);
+  if (!statement) {
+    return std::unexpected(statement.error());
+  }
+
+  PendingList list;
+  while (true) {
+    auto row = step(database, statement->get(), action);
+    if (!row) {
+      return std::unexpected(row.error());
+    }
+    if (!*row) {
+      return list;
+    }
+    sqlite3_stmt *s = statement->get();
+    PendingRequest request{
+        .certificate_id = sqlite3_column_int64(s, 0),
+        .certificate_name = column_text(s, 1),
+        .order_id = sqlite3_column_int64(s, 2),
+        .order_name = column_text(s, 3),
+        .csr = column_text(s, 4),
+        // Surrounding whitespace would only break the identifier as a URL.
+        .poll_identifier = std::string(trim(column_text(s, 5))),
+        .error = column_text(s, 6),
+        .identifiers = column_text(s, 7),
+        .created_at = column_text(s, 8),
+    };
+    if (request.poll_identifier.empty()) {
+      list.skipped.push_back(std::move(request.certificate_name));
+    } else {
+      list.requests.push_back(std::move(request));
+    }
+  }
+}
+
+Result<std::optional<std::string>>
+Store::order_status(std::string_view order_name) {
+  const Schema &schema = *m_schema;
+  Database database{m_db, m_path};
+  std::string action =
+      "reading the status of order '" + std::string(order_name) + "'";
+  std::string sql = "SELECT o.status_id, s.name FROM " +
+                    quote_identifier(schema.order_table) + " AS o LEFT JOIN " +
+                    quote_identifier(schema.status_table) +
+                    " AS s ON s.id = o.status_id WHERE o.name = ?1 LIMIT 1";
+
+  auto statement = prepare(database, sql, {order_name}, action);
+  if (!statement) {
+    return std::unexpected(statement.error());
+  }
+  auto row = step(database, statement->get(), action);
+  if (!row) {
+    return std::unexpected(row.error());
+  }
+  if (!*row) {
+    return std::optional<std::string>{};
+  }
+  if (sqlite3_column_type(statement->get(), 1) == SQLITE_NULL) {
+    return make_error(
+        ErrorKind::database,
+        "database " + quote_path(m_path) + ": order '" +
+            std::string(order_name) + "' has status id '" +
+            std::to_string(sqlite3_column_int64(statement->get(), 0)) +
+            "', which table '" + schema.status_table + "' does not contain");
+  }
+  return std::optional<std::string>{column_text(statement->get(), 1)};
+}
+
+Result<void> Store::record(const Update &update) {
+  if (sqlite3_db_readonly(m_db, "main") == 1) {
+    return std::unexpected(read_only_error(m_path));
+  }
+  if (update.outcome == Outcome::issued && !update.certificate) {
+    return make_error(ErrorKind::check,
+                      "issued update for certificate id '" +
+                          std::to_string(update.certificate_id) +
+                          "' carries no certificate: nothing written");
+  }
+
+  Database database{m_db, m_path};
+  auto started = std::chrono::steady_clock::now();
+  for (int attempt = 1;; ++attempt) {
+    auto written = write_transaction(database, *m_schema, update);
+    if (written || written.error().kind != ErrorKind::busy) {
+      return written;
+    }
+    if (attempt == k_record_attempts) {
+      break;
+    }
+    spdlog::info("{}; retrying (attempt {} of {})",
+                 written.error().message,
+                 attempt + 1,
+                 k_record_attempts);
+    std::this_thread::sleep_for(k_retry_pause);
+  }
+
+  auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  return make_error(ErrorKind::busy,
+                    "database " + quote_path(m_path) +
+                        " is locked by another process (waited " +
+                        std::to_string(waited.count()) +
+                        "ms): the request will be polled again next run");
+}
+
+} // namespace cert_poll
