@@ -5,6 +5,7 @@
 #include <cctype>
 #include <system_error>
 #include <thread>
+#include <fcntl.h>
 #include <unistd.h>
 #include <utility>
 #include <variant>
@@ -705,7 +706,7 @@ Result<void> write_transaction(const Database &database,
 // Builds the error for a read-only connection, which was opened so for a dry
 // run or fell back to reading because the file is not writable.
 Error read_only_error(const std::filesystem::path &path) {
-  if (::access(path.c_str(), W_OK) != 0) {
+  if (::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0) {
     return Error{ErrorKind::database,
                  "database " + quote_path(path) +
                      " is not writable, so nothing was written: check "

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cert_poll/store.hpp"
 
+#include <cstdlib>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <sys/types.h>
 #include <unistd.h>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
@@ -785,12 +788,41 @@ TEST_F(StoreTest, RecordReadOnlyStore) {
   EXPECT_EQ(certificate_column("cert_raw", 1), std::nullopt);
 }
 
-TEST_F(StoreTest, RecordReadOnlyFile) {
-  if (geteuid() == 0) {
-    GTEST_SKIP() << "root ignores file permissions";
+// Runs the rest of a test as the user nobody when the test runs as root,
+// because root ignores file permissions. Hands `paths` to nobody first.
+class UnprivilegedScope {
+public:
+  explicit UnprivilegedScope(const std::vector<std::filesystem::path> &paths) {
+    if (geteuid() != 0) {
+      return;
+    }
+    for (const auto &path : paths) {
+      if (chown(path.c_str(), k_nobody, k_nobody) != 0) {
+        throw std::runtime_error("chown failed for " + path.string());
+      }
+    }
+    if (seteuid(k_nobody) != 0) {
+      throw std::runtime_error("seteuid(nobody) failed");
+    }
+    m_dropped = true;
   }
+  ~UnprivilegedScope() {
+    if (m_dropped && seteuid(0) != 0) {
+      std::abort();
+    }
+  }
+  UnprivilegedScope(const UnprivilegedScope &) = delete;
+  UnprivilegedScope &operator=(const UnprivilegedScope &) = delete;
+
+private:
+  static constexpr uid_t k_nobody = 65534;
+  bool m_dropped = false;
+};
+
+TEST_F(StoreTest, RecordReadOnlyFile) {
   create();
   std::filesystem::permissions(m_path, std::filesystem::perms::owner_read);
+  UnprivilegedScope unprivileged({m_dir.path(), m_path});
   auto store = open();
   ASSERT_TRUE(store) << store.error().message;
 
@@ -802,18 +834,19 @@ TEST_F(StoreTest, RecordReadOnlyFile) {
 }
 
 TEST_F(StoreTest, RecordReadOnlyFolder) {
-  if (geteuid() == 0) {
-    GTEST_SKIP() << "root ignores folder permissions";
-  }
   create();
   std::filesystem::permissions(m_dir.path(),
                                std::filesystem::perms::owner_read |
                                    std::filesystem::perms::owner_exec);
-  auto store = open();
-  ASSERT_TRUE(store) << store.error().message;
-
-  auto recorded = store->record(issued_update(1, 1));
+  std::optional<cert_poll::Result<void>> result;
+  {
+    UnprivilegedScope unprivileged({m_dir.path(), m_path});
+    auto store = open();
+    ASSERT_TRUE(store) << store.error().message;
+    result = store->record(issued_update(1, 1));
+  }
   std::filesystem::permissions(m_dir.path(), std::filesystem::perms::owner_all);
+  auto &recorded = *result;
   ASSERT_FALSE(recorded);
   EXPECT_EQ(recorded.error().kind, ErrorKind::database);
   EXPECT_NE(recorded.error().message.find(m_path.string()), std::string::npos);
