@@ -6,8 +6,6 @@
 #include <array>
 #include <filesystem>
 
-#include <spdlog/spdlog.h>
-
 namespace cert_poll {
 
 namespace {
@@ -58,11 +56,11 @@ Result<std::string> select_handler(const Config &config) {
     return *config.handler;
   }
   if (config.handler_file.empty()) {
-    return make_error(ErrorKind::usage,
-                      "no CA handler: set [CAhandler] handler_file in '" +
-                          config.config_file.string() +
-                          "' or pass --handler (supported: " +
-                          supported_list() + ")");
+    return make_error(
+        ErrorKind::usage,
+        "no CA handler: set [CAhandler] handler_file in '" +
+            config.config_file.string() +
+            "' or pass --handler (supported: " + supported_list() + ")");
   }
   std::string name = handler_from_file(config.handler_file);
   if (!is_supported(name)) {
@@ -86,10 +84,6 @@ make_ca_handler(const Config &config, const EnvironmentLookup &environment) {
       read_certifier_settings(config.ini, config.proxies, environment);
   if (!settings) {
     return std::unexpected(settings.error());
-  }
-  if (settings->http.tls_verification == TlsVerification::disabled) {
-    spdlog::warn("TLS certificate verification is off because [CAhandler] "
-                 "ca_bundle is False: set it to True or to a CA bundle path");
   }
   auto handler = CertifierHandler::create(std::move(*settings));
   if (!handler) {

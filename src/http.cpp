@@ -1,1 +1,489 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "cert_poll/http.hpp"
+
+#include "cert_poll/version.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include <curl/curl.h>
+#include <spdlog/spdlog.h>
+
+namespace cert_poll {
+
+namespace {
+
+constexpr std::size_t max_snippet_chars = 200;
+
+// curl_global_init is not thread-safe in every libcurl build, so it runs
+// once for the process and its result is kept for later calls.
+CURLcode init_curl_once() {
+  static std::once_flag flag;
+  static CURLcode result = CURLE_OK;
+  std::call_once(flag, [] { result = curl_global_init(CURL_GLOBAL_DEFAULT); });
+  return result;
+}
+
+struct CurlUrlDeleter {
+  void operator()(CURLU *handle) const { curl_url_cleanup(handle); }
+};
+using CurlUrl = std::unique_ptr<CURLU, CurlUrlDeleter>;
+
+std::optional<std::string>
+url_part(CURLU *handle, CURLUPart part, unsigned int flags = 0) {
+  char *text = nullptr;
+  if (curl_url_get(handle, part, &text, flags) != CURLUE_OK) {
+    return std::nullopt;
+  }
+  std::string result(text);
+  curl_free(text);
+  return result;
+}
+
+std::string to_lower_ascii(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  });
+  return text;
+}
+
+Error url_error(std::string_view url, std::string_view reason) {
+  return Error{ErrorKind::origin,
+               "invalid URL '" + mask_url(url) + "': " + std::string(reason) +
+                   ": use an absolute http or https URL"};
+}
+
+// Parses with libcurl's own URL parser, so that the origin checked here is
+// the one that libcurl connects to when the same handle is passed on.
+Result<CurlUrl> parse_url(std::string_view url) {
+  if (init_curl_once() != CURLE_OK) {
+    return make_error(ErrorKind::transport, "libcurl initialisation failed");
+  }
+  if (url.find('\0') != std::string_view::npos) {
+    return std::unexpected(url_error(url, "contains a NUL character"));
+  }
+  CurlUrl handle(curl_url());
+  if (!handle) {
+    return make_error(ErrorKind::transport, "out of memory parsing a URL");
+  }
+  const std::string text(url);
+  const CURLUcode code =
+      curl_url_set(handle.get(), CURLUPART_URL, text.c_str(), 0);
+  if (code != CURLUE_OK) {
+    return std::unexpected(url_error(url, curl_url_strerror(code)));
+  }
+  return handle;
+}
+
+Result<Origin> origin_of(CURLU *handle, std::string_view url) {
+  const std::string scheme = to_lower_ascii(
+      url_part(handle, CURLUPART_SCHEME).value_or(std::string()));
+  if (scheme != "http" && scheme != "https") {
+    return make_error(ErrorKind::origin,
+                      "unsupported scheme '" + scheme + "' in URL '" +
+                          mask_url(url) + "': use http or https");
+  }
+  if (url_part(handle, CURLUPART_USER) ||
+      url_part(handle, CURLUPART_PASSWORD)) {
+    return make_error(ErrorKind::origin,
+                      "URL '" + mask_url(url) +
+                          "' contains user information: remove it, because "
+                          "credentials come from api_user and api_password");
+  }
+  if (url_part(handle, CURLUPART_ZONEID)) {
+    return std::unexpected(url_error(url, "IPv6 zone ids are not supported"));
+  }
+
+  std::string host = url_part(handle, CURLUPART_HOST).value_or(std::string());
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty()) {
+    return std::unexpected(url_error(url, "no host"));
+  }
+
+  const std::string port_text =
+      url_part(handle, CURLUPART_PORT, CURLU_DEFAULT_PORT)
+          .value_or(std::string());
+  int port = 0;
+  const auto [end, parse_code] = std::from_chars(
+      port_text.data(), port_text.data() + port_text.size(), port);
+  if (parse_code != std::errc() || end != port_text.data() + port_text.size() ||
+      port <= 0 || port > 65535) {
+    return std::unexpected(url_error(url, "invalid port '" + port_text + "'"));
+  }
+  return Origin{scheme, to_lower_ascii(std::move(host)), port};
+}
+
+// A short, printable excerpt of an error response body for messages.
+std::string body_snippet(std::string_view body) {
+  std::string snippet;
+  for (const char c : body) {
+    const auto byte = static_cast<unsigned char>(c);
+    const bool printable = byte >= 0x20 && byte < 0x7f;
+    if (!printable || c == ' ') {
+      if (!snippet.empty() && snippet.back() != ' ') {
+        snippet.push_back(' ');
+      }
+      continue;
+    }
+    if (snippet.size() == max_snippet_chars) {
+      snippet += "...";
+      break;
+    }
+    snippet.push_back(c);
+  }
+  while (!snippet.empty() && snippet.back() == ' ') {
+    snippet.pop_back();
+  }
+  return snippet;
+}
+
+bool is_tls_error(CURLcode code) {
+  switch (code) {
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_SSL_ENGINE_NOTFOUND:
+  case CURLE_SSL_ENGINE_SETFAILED:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_SHUTDOWN_FAILED:
+  case CURLE_SSL_CRL_BADFILE:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_CLIENTCERT:
+  case CURLE_USE_SSL_FAILED:
+    return true;
+  default:
+    return false;
+  }
+}
+
+// The response body, collected up to a size limit.
+struct BodySink {
+  std::string body;
+  std::size_t max_bytes = 0;
+  bool exceeded = false;
+};
+
+std::size_t
+write_body(char *data, std::size_t size, std::size_t count, void *user_data) {
+  auto *sink = static_cast<BodySink *>(user_data);
+  const std::size_t bytes = size * count;
+  if (bytes > sink->max_bytes - sink->body.size()) {
+    sink->exceeded = true;
+    return 0; // makes libcurl stop the transfer with CURLE_WRITE_ERROR
+  }
+  sink->body.append(data, bytes);
+  return bytes;
+}
+
+// Sets options in order and keeps the first failure.
+class OptionSetter {
+public:
+  explicit OptionSetter(CURL *handle) : m_handle(handle) {}
+
+  template <typename T> void operator()(CURLoption option, T value) {
+    if (m_code == CURLE_OK) {
+      m_code = curl_easy_setopt(m_handle, option, value);
+    }
+  }
+  CURLcode code() const { return m_code; }
+
+private:
+  CURL *m_handle;
+  CURLcode m_code = CURLE_OK;
+};
+
+} // namespace
+
+Result<Origin> Origin::from_url(std::string_view url) {
+  auto handle = parse_url(url);
+  if (!handle) {
+    return std::unexpected(handle.error());
+  }
+  return origin_of(handle->get(), url);
+}
+
+std::string Origin::to_string() const {
+  const bool ipv6 = host.find(':') != std::string::npos;
+  const std::string bracketed_host = ipv6 ? "[" + host + "]" : host;
+  return scheme + "://" + bracketed_host + ":" + std::to_string(port);
+}
+
+std::string mask_url(std::string_view url) {
+  std::string masked(url);
+  const std::size_t scheme_end = masked.find("://");
+  const std::size_t authority_start =
+      scheme_end == std::string::npos ? 0 : scheme_end + 3;
+  std::size_t authority_end = masked.find_first_of("/?#", authority_start);
+  if (authority_end == std::string::npos) {
+    authority_end = masked.size();
+  }
+  const std::string_view authority(masked.data() + authority_start,
+                                   authority_end - authority_start);
+  const std::size_t at = authority.rfind('@');
+  if (at != std::string_view::npos) {
+    masked.replace(authority_start, at, "***");
+  }
+
+  const std::size_t query_start = masked.find('?');
+  if (query_start != std::string::npos) {
+    std::size_t query_end = masked.find('#', query_start);
+    if (query_end == std::string::npos) {
+      query_end = masked.size();
+    }
+    if (query_end > query_start + 1) {
+      masked.replace(query_start + 1, query_end - query_start - 1, "***");
+    }
+  }
+  return masked;
+}
+
+struct HttpClient::Impl {
+  HttpOptions options;
+  BasicCredentials credentials;
+  CURL *handle = nullptr;
+  curl_slist *headers = nullptr;
+  std::array<char, CURL_ERROR_SIZE> error_buffer{};
+  std::string user_agent = std::string("cert_poll/") + version;
+  // Serializes get() calls, because a libcurl easy handle must not be used
+  // by two threads at once.
+  std::mutex mutex;
+
+  Impl(HttpOptions http_options, BasicCredentials basic_credentials)
+      : options(std::move(http_options)),
+        credentials(std::move(basic_credentials)) {
+    if (init_curl_once() == CURLE_OK) {
+      handle = curl_easy_init();
+    }
+    headers = curl_slist_append(nullptr, "Accept: application/json");
+  }
+  ~Impl() {
+    curl_easy_cleanup(handle);
+    curl_slist_free_all(headers);
+  }
+  Impl(const Impl &) = delete;
+  Impl &operator=(const Impl &) = delete;
+
+  CURLcode configure(CURLU *url, const Origin &origin, BodySink &sink);
+  Result<HttpResponse>
+  perform(std::string_view url, CURLU *parsed, const Origin &origin);
+  Error transfer_error(CURLcode code,
+                       std::string_view masked,
+                       const BodySink &sink) const;
+  Error redirect_error(long status, std::string_view masked) const;
+};
+
+CURLcode
+HttpClient::Impl::configure(CURLU *url, const Origin &origin, BodySink &sink) {
+  // A reset clears the previous request's options but keeps the connection
+  // cache, so a keep-alive connection to the CA is reused.
+  curl_easy_reset(handle);
+  error_buffer[0] = '\0';
+
+  OptionSetter set(handle);
+  set(CURLOPT_CURLU, url);
+  set(CURLOPT_HTTPGET, 1L);
+  set(CURLOPT_PROTOCOLS_STR, "http,https");
+  set(CURLOPT_FOLLOWLOCATION, 0L);
+  set(CURLOPT_NOSIGNAL, 1L);
+  set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options.timeout.count()));
+  set(CURLOPT_TIMEOUT_MS, static_cast<long>(options.timeout.count()));
+  set(CURLOPT_USERAGENT, user_agent.c_str());
+  set(CURLOPT_HTTPHEADER, headers);
+  set(CURLOPT_ERRORBUFFER, error_buffer.data());
+  set(CURLOPT_WRITEFUNCTION, &write_body);
+  set(CURLOPT_WRITEDATA, static_cast<void *>(&sink));
+  // Fails early when Content-Length announces too much. Chunked bodies are
+  // cut off by write_body instead.
+  set(CURLOPT_MAXFILESIZE_LARGE,
+      static_cast<curl_off_t>(options.max_body_bytes));
+
+  switch (options.tls_verification) {
+  case TlsVerification::system_store:
+    break;
+  case TlsVerification::bundle_file:
+    set(CURLOPT_CAINFO, options.ca_bundle.c_str());
+    break;
+  case TlsVerification::disabled:
+    set(CURLOPT_SSL_VERIFYPEER, 0L);
+    set(CURLOPT_SSL_VERIFYHOST, 0L);
+    break;
+  }
+
+  // A proxy_server_list match is used explicitly. Otherwise libcurl's
+  // default stays, which honours http_proxy, https_proxy and no_proxy from
+  // the environment as Python requests (acme2certifier's client) does.
+  const std::optional<std::string> proxy =
+      options.proxies.proxy_for(origin.host);
+  if (proxy) {
+    set(CURLOPT_PROXY, proxy->c_str());
+  }
+
+  // Credentials last: the caller has checked `origin` against the allowed
+  // one before calling configure.
+  set(CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
+  set(CURLOPT_USERNAME, credentials.user.c_str());
+  set(CURLOPT_PASSWORD, credentials.password.c_str());
+  return set.code();
+}
+
+Error HttpClient::Impl::transfer_error(CURLcode code,
+                                       std::string_view masked,
+                                       const BodySink &sink) const {
+  const std::string url(masked);
+  if (sink.exceeded || code == CURLE_FILESIZE_EXCEEDED) {
+    return Error{ErrorKind::transport,
+                 "response from '" + url + "' exceeds " +
+                     std::to_string(options.max_body_bytes) + " bytes"};
+  }
+  const std::string detail =
+      error_buffer[0] != '\0' ? error_buffer.data() : curl_easy_strerror(code);
+  if (code == CURLE_OPERATION_TIMEDOUT) {
+    // libcurl's own text only repeats the limit, so it is left out.
+    return Error{ErrorKind::timeout,
+                 "GET '" + url + "' timed out after " +
+                     std::to_string(options.timeout.count()) + " ms"};
+  }
+  if (code == CURLE_PEER_FAILED_VERIFICATION) {
+    return Error{ErrorKind::tls,
+                 "TLS certificate verification of '" + url +
+                     "' failed: " + detail + ": check the CA bundle"};
+  }
+  if (is_tls_error(code)) {
+    return Error{ErrorKind::tls,
+                 "TLS connection to '" + url + "' failed: " + detail};
+  }
+  return Error{ErrorKind::transport, "GET '" + url + "' failed: " + detail};
+}
+
+Error HttpClient::Impl::redirect_error(long status,
+                                       std::string_view masked) const {
+  std::string message =
+      "HTTP " + std::to_string(status) + " from '" + std::string(masked) + "'";
+  char *location = nullptr;
+  curl_easy_getinfo(handle, CURLINFO_REDIRECT_URL, &location);
+  if (location != nullptr) {
+    auto target = Origin::from_url(location);
+    message += " redirects to '" +
+               (target ? target->to_string() : mask_url(location)) + "'";
+  }
+  message += ": redirects are not followed, so configure the final URL";
+  return Error{ErrorKind::http_status, std::move(message), status};
+}
+
+Result<HttpResponse> HttpClient::Impl::perform(std::string_view url,
+                                               CURLU *parsed,
+                                               const Origin &origin) {
+  const std::string masked = mask_url(url);
+  if (handle == nullptr || headers == nullptr) {
+    return make_error(ErrorKind::transport,
+                      "libcurl initialisation failed before GET '" + masked +
+                          "'");
+  }
+  if (options.tls_verification == TlsVerification::bundle_file) {
+    std::error_code ignored;
+    if (!std::filesystem::exists(options.ca_bundle, ignored)) {
+      return make_error(ErrorKind::config,
+                        "CA bundle '" + options.ca_bundle.string() +
+                            "' does not exist: set ca_bundle to a PEM file");
+    }
+  }
+
+  BodySink sink{std::string(), options.max_body_bytes, false};
+  const CURLcode setup = configure(parsed, origin, sink);
+  if (setup != CURLE_OK) {
+    return make_error(ErrorKind::transport,
+                      "cannot set up GET '" + masked +
+                          "': " + curl_easy_strerror(setup));
+  }
+
+  const CURLcode code = curl_easy_perform(handle);
+  // The parsed URL dies with the caller, so the handle must not keep it.
+  curl_easy_setopt(handle, CURLOPT_CURLU, nullptr);
+  if (code != CURLE_OK) {
+    return std::unexpected(transfer_error(code, masked, sink));
+  }
+
+  long status = 0;
+  curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &status);
+  if (status >= 300 && status < 400) {
+    return std::unexpected(redirect_error(status, masked));
+  }
+  if (status < 200 || status >= 300) {
+    std::string message =
+        "HTTP " + std::to_string(status) + " from '" + masked + "'";
+    const std::string snippet = body_snippet(sink.body);
+    if (!snippet.empty()) {
+      message += ": " + snippet;
+    }
+    return std::unexpected(
+        Error{ErrorKind::http_status, std::move(message), status});
+  }
+  return HttpResponse{status, std::move(sink.body)};
+}
+
+HttpClient::HttpClient(HttpOptions options,
+                       Origin allowed_origin,
+                       BasicCredentials credentials)
+    : m_impl(
+          std::make_unique<Impl>(std::move(options), std::move(credentials))),
+      m_origin(std::move(allowed_origin)) {}
+
+HttpClient::HttpClient(HttpClient &&) noexcept = default;
+HttpClient &HttpClient::operator=(HttpClient &&) noexcept = default;
+HttpClient::~HttpClient() = default;
+
+Result<HttpResponse> HttpClient::get(std::string_view url) {
+  if (!m_impl) {
+    return make_error(ErrorKind::transport, "HTTP client used after a move");
+  }
+  auto parsed = parse_url(url);
+  if (!parsed) {
+    return std::unexpected(parsed.error());
+  }
+  auto origin = origin_of(parsed->get(), url);
+  if (!origin) {
+    return std::unexpected(origin.error());
+  }
+  // Checked before any option is set, so that no byte and no credential
+  // leaves for another origin.
+  if (*origin != m_origin) {
+    return make_error(ErrorKind::origin,
+                      "URL '" + mask_url(url) + "' is outside api_host '" +
+                          m_origin.to_string() +
+                          "': credentials are only sent to api_host");
+  }
+
+  const std::lock_guard lock(m_impl->mutex);
+  const auto start = std::chrono::steady_clock::now();
+  auto response = m_impl->perform(url, parsed->get(), *origin);
+  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  if (response) {
+    spdlog::debug("GET {} -> HTTP {} in {} ms",
+                  mask_url(url),
+                  response->status,
+                  elapsed.count());
+  } else {
+    spdlog::debug("GET {} failed in {} ms: {}",
+                  mask_url(url),
+                  elapsed.count(),
+                  response.error().message);
+  }
+  return response;
+}
+
+} // namespace cert_poll

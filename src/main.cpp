@@ -78,23 +78,29 @@ void set_log_level(const Arguments &arguments, const Config &config) {
 }
 
 void add_options(CLI::App &app, Arguments &arguments) {
-  app.add_option("--config", arguments.overrides.config_file,
+  app.add_option("--config",
+                 arguments.overrides.config_file,
                  "acme2certifier's acme_srv.cfg (default: "
                  "$ACME_SRV_CONFIGFILE)");
-  app.add_option("--db", arguments.overrides.db_file,
+  app.add_option("--db",
+                 arguments.overrides.db_file,
                  "SQLite database file, instead of [DBhandler] dbfile");
-  app.add_option("--handler", arguments.overrides.handler,
+  app.add_option("--handler",
+                 arguments.overrides.handler,
                  "CA handler, instead of the one [CAhandler] handler_file "
                  "names (supported: certifier)");
-  app.add_flag("--dry-run", arguments.pass.dry_run,
+  app.add_flag("--dry-run",
+               arguments.pass.dry_run,
                "ask the CA and report what would be written, but write "
                "nothing");
-  app.add_option("--order", arguments.pass.order_name,
+  app.add_option("--order",
+                 arguments.pass.order_name,
                  "poll only the order with this name");
-  auto *verbose = app.add_flag("-v,--verbose", arguments.verbosity,
+  auto *verbose = app.add_flag("-v,--verbose",
+                               arguments.verbosity,
                                "log every request and HTTP call (debug level)");
-  auto *quiet = app.add_flag("-q,--quiet", arguments.quiet,
-                             "log only warnings and errors");
+  auto *quiet = app.add_flag(
+      "-q,--quiet", arguments.quiet, "log only warnings and errors");
   verbose->excludes(quiet);
   app.set_version_flag("--version", std::string("cert_poll ") + version);
   app.footer(k_exit_status_help);
@@ -107,8 +113,12 @@ void log_summary(const PassSummary &summary, bool dry_run) {
   std::string line = fmt::format(
       "{}{} issued, {} still pending, {} rejected, {} failed, {} skipped "
       "without poll identifier",
-      dry_run ? "dry run, nothing written: " : "", summary.issued,
-      summary.pending, summary.rejected, summary.failed, summary.skipped);
+      dry_run ? "dry run, nothing written: " : "",
+      summary.issued,
+      summary.pending,
+      summary.rejected,
+      summary.failed,
+      summary.skipped);
   bool news = summary.issued + summary.rejected + summary.failed > 0;
   if (news || isatty(STDERR_FILENO) == 1) {
     spdlog::info("{}", line);

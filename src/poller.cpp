@@ -19,7 +19,8 @@ std::string next_poll_identifier(const PendingRequest &request,
   return result.poll_identifier.value_or(request.poll_identifier);
 }
 
-Update failed_update(const PendingRequest &request, const PollResult &result,
+Update failed_update(const PendingRequest &request,
+                     const PollResult &result,
                      std::string message) {
   Update update;
   update.certificate_id = request.certificate_id;
@@ -39,8 +40,8 @@ Update make_update(const PendingRequest &request, const PollResult &result) {
 
   switch (result.status) {
   case PollStatus::issued: {
-    auto checked = check_issued_certificate(result.chain_pem, result.cert_raw,
-                                            request.csr);
+    auto checked = check_issued_certificate(
+        result.chain_pem, result.cert_raw, request.csr);
     if (!checked) {
       return failed_update(request, result, checked.error().message);
     }
@@ -83,7 +84,8 @@ std::string describe(const Update &update) {
   return "poll failed, order stays processing: " + update.error.value_or("");
 }
 
-void log_outcome(const PendingRequest &request, const RequestReport &report,
+void log_outcome(const PendingRequest &request,
+                 const RequestReport &report,
                  bool dry_run) {
   std::string prefix = "order " + in_quotes(request.order_name) +
                        ", certificate " + in_quotes(request.certificate_name) +
@@ -122,10 +124,14 @@ void count(PassSummary &summary, Outcome outcome) {
 // Writes one update and reports the outcome that is stored. A failed write
 // turns the outcome into failed, and the request is polled again next run
 // because nothing of it was stored.
-RequestReport record_update(Store &store, const PendingRequest &request,
-                            const Update &update, const PassOptions &options) {
-  RequestReport report{request.order_name, request.certificate_name,
-                       update.outcome, describe(update)};
+RequestReport record_update(Store &store,
+                            const PendingRequest &request,
+                            const Update &update,
+                            const PassOptions &options) {
+  RequestReport report{request.order_name,
+                       request.certificate_name,
+                       update.outcome,
+                       describe(update)};
   if (options.dry_run) {
     return report;
   }
@@ -149,7 +155,8 @@ void warn_missing_columns(const Store &store) {
   }
   spdlog::warn("database {} has no certificate column {}: these values are "
                "not stored; run acme2certifier's database update to add them",
-               in_quotes(store.path().string()), names);
+               in_quotes(store.path().string()),
+               names);
 }
 
 // Resolves --order: an unknown order is a usage error, an order that is not
@@ -160,14 +167,16 @@ Result<bool> order_is_processing(Store &store, const std::string &order_name) {
     return std::unexpected(status.error());
   }
   if (!*status) {
-    return make_error(ErrorKind::usage,
-                      "order " + in_quotes(order_name) + " not found in " +
-                          in_quotes(store.path().string()) +
-                          ": check the name with --list or in the orders table");
+    return make_error(
+        ErrorKind::usage,
+        "order " + in_quotes(order_name) + " not found in " +
+            in_quotes(store.path().string()) +
+            ": check the name with --list or in the orders table");
   }
   if (**status != "processing") {
     spdlog::info("order {} is {}, not processing: nothing to poll",
-                 in_quotes(order_name), in_quotes(**status));
+                 in_quotes(order_name),
+                 in_quotes(**status));
     return false;
   }
   return true;
@@ -175,8 +184,8 @@ Result<bool> order_is_processing(Store &store, const std::string &order_name) {
 
 } // namespace
 
-Result<PassSummary> run_pass(Store &store, CaHandler &handler,
-                             const PassOptions &options) {
+Result<PassSummary>
+run_pass(Store &store, CaHandler &handler, const PassOptions &options) {
   PassSummary summary;
   if (options.order_name) {
     auto processing = order_is_processing(store, *options.order_name);

@@ -3,9 +3,9 @@
 
 #include <array>
 #include <cctype>
+#include <fcntl.h>
 #include <system_error>
 #include <thread>
-#include <fcntl.h>
 #include <unistd.h>
 #include <utility>
 #include <variant>

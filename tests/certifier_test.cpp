@@ -1,1 +1,719 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "cert_poll/handlers/certifier.hpp"
+#include "cert_poll/x509.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "demo_ca.hpp"
+#include "support/test_support.hpp"
+
+namespace {
+
+using cert_poll::CertifierHandler;
+using cert_poll::CertifierSettings;
+using cert_poll::ErrorKind;
+using cert_poll::PendingRequest;
+using cert_poll::PollResult;
+using cert_poll::PollStatus;
+using cert_poll::TlsVerification;
+using demo_ca::Behaviour;
+
+std::string random_password() {
+  std::random_device device;
+  std::ostringstream text;
+  text << "test-" << std::hex << device() << device();
+  return text.str();
+}
+
+PendingRequest pending_request(const std::string &poll_identifier) {
+  PendingRequest request;
+  request.certificate_name = "certificate-1";
+  request.order_name = "order-1";
+  request.poll_identifier = poll_identifier;
+  return request;
+}
+
+bool contains(const std::string &text, const std::string &part) {
+  return text.find(part) != std::string::npos;
+}
+
+std::unique_ptr<CertifierHandler> make_handler(CertifierSettings settings) {
+  auto handler = CertifierHandler::create(std::move(settings));
+  if (!handler) {
+    throw std::runtime_error(handler.error().message);
+  }
+  return std::move(*handler);
+}
+
+// ---- against the demo CA ----
+
+class CertifierDemoTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    demo_ca::Options options;
+    options.password = m_password;
+    options.slow_delay = std::chrono::seconds(3);
+    m_ca = std::make_unique<demo_ca::DemoCa>(options);
+    m_ca->start();
+    test_support::write_file(bundle(), m_ca->root_pem());
+  }
+
+  std::filesystem::path bundle() const { return m_folder / "root.pem"; }
+
+  CertifierSettings settings() const {
+    CertifierSettings settings;
+    settings.api_host = m_ca->base_url();
+    settings.credentials = {"demo", m_password};
+    settings.http.tls_verification = TlsVerification::bundle_file;
+    settings.http.ca_bundle = bundle();
+    settings.http.timeout = std::chrono::seconds(10);
+    return settings;
+  }
+
+  PollResult poll(Behaviour behaviour) {
+    const std::string identifier =
+        m_ca->add_request("request-1", m_key_and_csr.csr_der, behaviour);
+    return make_handler(settings())->poll(pending_request(identifier));
+  }
+
+  test_support::TempDir m_folder;
+  std::string m_password = random_password();
+  test_support::KeyAndCsr m_key_and_csr =
+      test_support::make_key_and_csr("host.example");
+  std::unique_ptr<demo_ca::DemoCa> m_ca;
+};
+
+TEST_F(CertifierDemoTest, ApproveIssuesChainOfThree) {
+  const PollResult result = poll(Behaviour::approve);
+  ASSERT_EQ(result.status, PollStatus::issued) << result.message;
+  EXPECT_TRUE(result.message.empty());
+  EXPECT_FALSE(result.poll_identifier.has_value());
+  const auto chain = cert_poll::x509::parse_pem_chain(result.chain_pem);
+  ASSERT_TRUE(chain.has_value()) << chain.error().message;
+  ASSERT_EQ(chain->size(), 3U);
+  EXPECT_EQ(result.cert_raw, cert_poll::x509::encode_base64((*chain)[0].der()));
+}
+
+TEST_F(CertifierDemoTest, ApproveChainIsLeafFirst) {
+  const PollResult result = poll(Behaviour::approve);
+  ASSERT_EQ(result.status, PollStatus::issued) << result.message;
+  const auto chain = cert_poll::x509::parse_pem_chain(result.chain_pem);
+  ASSERT_TRUE(chain.has_value()) << chain.error().message;
+  ASSERT_EQ(chain->size(), 3U);
+  const auto request =
+      cert_poll::x509::CertificateRequest::from_text(m_key_and_csr.csr_base64);
+  ASSERT_TRUE(request.has_value()) << request.error().message;
+  EXPECT_TRUE(cert_poll::x509::same_public_key((*chain)[0], *request));
+  EXPECT_EQ(X509_check_issued((*chain)[1].get(), (*chain)[0].get()), X509_V_OK);
+  EXPECT_EQ(X509_check_issued((*chain)[2].get(), (*chain)[1].get()), X509_V_OK);
+  EXPECT_EQ(X509_check_issued((*chain)[2].get(), (*chain)[2].get()), X509_V_OK);
+}
+
+TEST_F(CertifierDemoTest, ApproveChainHas64ColumnLines) {
+  const PollResult result = poll(Behaviour::approve);
+  ASSERT_EQ(result.status, PollStatus::issued) << result.message;
+  std::istringstream lines(result.chain_pem);
+  std::string line;
+  std::string previous;
+  int begin_lines = 0;
+  while (std::getline(lines, line)) {
+    if (line.starts_with("-----BEGIN")) {
+      ++begin_lines;
+    } else if (line.starts_with("-----END")) {
+      EXPECT_LE(previous.size(), 64U);
+    } else if (!previous.starts_with("-----BEGIN") && !previous.empty()) {
+      EXPECT_EQ(previous.size(), 64U) << previous;
+    }
+    previous = line;
+  }
+  EXPECT_EQ(begin_lines, 3);
+  EXPECT_TRUE(result.chain_pem.ends_with("-----END CERTIFICATE-----\n"));
+}
+
+TEST_F(CertifierDemoTest, ApproveSendsValidCredentials) {
+  const PollResult result = poll(Behaviour::approve);
+  ASSERT_EQ(result.status, PollStatus::issued) << result.message;
+  const auto received = m_ca->received();
+  // request, certificate, then two CA resources and their certificates
+  EXPECT_EQ(received.size(), 6U);
+  for (const demo_ca::ReceivedRequest &request : received) {
+    EXPECT_TRUE(request.credentials_valid) << request.path;
+  }
+}
+
+TEST_F(CertifierDemoTest, RelativeIdentifierIsResolved) {
+  const std::string identifier =
+      m_ca->add_request("request-1", m_key_and_csr.csr_der, Behaviour::approve);
+  const std::string path = identifier.substr(m_ca->base_url().size());
+  ASSERT_TRUE(path.starts_with("/v1/"));
+  const PollResult result =
+      make_handler(settings())->poll(pending_request(path));
+  EXPECT_EQ(result.status, PollStatus::issued) << result.message;
+}
+
+TEST_F(CertifierDemoTest, RejectIsRejected) {
+  const PollResult result = poll(Behaviour::reject);
+  EXPECT_EQ(result.status, PollStatus::rejected);
+  EXPECT_FALSE(result.message.empty());
+  EXPECT_TRUE(result.chain_pem.empty());
+}
+
+TEST_F(CertifierDemoTest, PendingIsPending) {
+  const PollResult result = poll(Behaviour::pending);
+  EXPECT_EQ(result.status, PollStatus::pending);
+  EXPECT_TRUE(result.message.empty());
+  EXPECT_FALSE(result.poll_identifier.has_value());
+}
+
+TEST_F(CertifierDemoTest, UnknownStatusFails) {
+  const PollResult result = poll(Behaviour::unknown_status);
+  EXPECT_EQ(result.status, PollStatus::failed);
+  EXPECT_TRUE(contains(result.message, "'on-hold-forever'")) << result.message;
+}
+
+TEST_F(CertifierDemoTest, ServerErrorFails) {
+  const PollResult result = poll(Behaviour::server_error);
+  EXPECT_EQ(result.status, PollStatus::failed);
+  EXPECT_TRUE(contains(result.message, "HTTP 500")) << result.message;
+}
+
+TEST_F(CertifierDemoTest, InvalidJsonFails) {
+  const PollResult result = poll(Behaviour::invalid_json);
+  EXPECT_EQ(result.status, PollStatus::failed);
+  EXPECT_TRUE(contains(result.message, "invalid JSON")) << result.message;
+}
+
+TEST_F(CertifierDemoTest, MissingCertificateBase64Fails) {
+  const PollResult result = poll(Behaviour::missing_certificate_base64);
+  EXPECT_EQ(result.status, PollStatus::failed);
+  EXPECT_TRUE(contains(result.message, "'certificateBase64'"))
+      << result.message;
+  EXPECT_TRUE(result.chain_pem.empty());
+}
+
+TEST_F(CertifierDemoTest, LeafOnlyIssuesOneCertificate) {
+  const PollResult result = poll(Behaviour::leaf_only);
+  ASSERT_EQ(result.status, PollStatus::issued) << result.message;
+  const auto chain = cert_poll::x509::parse_pem_chain(result.chain_pem);
+  ASSERT_TRUE(chain.has_value()) << chain.error().message;
+  EXPECT_EQ(chain->size(), 1U);
+}
+
+TEST_F(CertifierDemoTest, WrongKeyIsStillIssued) {
+  const PollResult result = poll(Behaviour::wrong_key);
+  ASSERT_EQ(result.status, PollStatus::issued) << result.message;
+  const auto chain = cert_poll::x509::parse_pem_chain(result.chain_pem);
+  ASSERT_TRUE(chain.has_value()) << chain.error().message;
+  const auto request =
+      cert_poll::x509::CertificateRequest::from_text(m_key_and_csr.csr_base64);
+  ASSERT_TRUE(request.has_value()) << request.error().message;
+  EXPECT_FALSE(cert_poll::x509::same_public_key((*chain)[0], *request));
+}
+
+TEST_F(CertifierDemoTest, OtherOriginGetsNoRequest) {
+  demo_ca::Options options;
+  options.password = m_password;
+  demo_ca::DemoCa other(options);
+  other.start();
+  const std::string identifier =
+      other.add_request("request-1", m_key_and_csr.csr_der, Behaviour::approve);
+
+  const PollResult result =
+      make_handler(settings())->poll(pending_request(identifier));
+  EXPECT_EQ(result.status, PollStatus::failed);
+  EXPECT_TRUE(contains(result.message, "outside api_host")) << result.message;
+  EXPECT_TRUE(other.received().empty());
+}
+
+TEST_F(CertifierDemoTest, WrongBundleFailsWithTls) {
+  demo_ca::Options options;
+  options.password = m_password;
+  demo_ca::DemoCa other(options);
+  test_support::write_file(bundle(), other.root_pem());
+  const PollResult result = poll(Behaviour::approve);
+  EXPECT_EQ(result.status, PollStatus::failed);
+  EXPECT_TRUE(contains(result.message, "TLS")) << result.message;
+  EXPECT_TRUE(m_ca->received().empty());
+}
+
+TEST_F(CertifierDemoTest, WrongPasswordFails) {
+  const std::string identifier =
+      m_ca->add_request("request-1", m_key_and_csr.csr_der, Behaviour::approve);
+  CertifierSettings wrong = settings();
+  wrong.credentials.password = "not-" + m_password;
+  const PollResult result =
+      make_handler(std::move(wrong))->poll(pending_request(identifier));
+  EXPECT_EQ(result.status, PollStatus::failed);
+  EXPECT_TRUE(contains(result.message, "HTTP 401")) << result.message;
+  EXPECT_FALSE(contains(result.message, m_password));
+}
+
+TEST_F(CertifierDemoTest, SlowCaTimesOut) {
+  const std::string identifier =
+      m_ca->add_request("request-1", m_key_and_csr.csr_der, Behaviour::slow);
+  CertifierSettings slow = settings();
+  slow.http.timeout = std::chrono::seconds(1);
+  const PollResult result =
+      make_handler(std::move(slow))->poll(pending_request(identifier));
+  EXPECT_EQ(result.status, PollStatus::failed);
+  EXPECT_TRUE(contains(result.message, "timed out")) << result.message;
+}
+
+// ---- issuer links, against a server of our own ----
+
+struct TestIdentity {
+  std::shared_ptr<X509> cert;
+  std::shared_ptr<EVP_PKEY> key;
+  cert_poll::x509::Bytes der;
+};
+
+void require(bool condition, const char *call) {
+  if (!condition) {
+    throw std::runtime_error(std::string("OpenSSL call failed: ") + call);
+  }
+}
+
+// A self-signed CA certificate for 127.0.0.1.
+TestIdentity make_self_signed(const std::string &common_name, long serial) {
+  std::shared_ptr<EVP_PKEY> key(EVP_EC_gen("P-256"), EVP_PKEY_free);
+  require(key != nullptr, "EVP_EC_gen");
+  std::shared_ptr<X509> cert(X509_new(), X509_free);
+  require(cert != nullptr, "X509_new");
+  X509_set_version(cert.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
+  require(X509_set_pubkey(cert.get(), key.get()) == 1, "X509_set_pubkey");
+  X509_NAME *name = X509_get_subject_name(cert.get());
+  require(X509_NAME_add_entry_by_txt(
+              name,
+              "CN",
+              MBSTRING_UTF8,
+              reinterpret_cast<const unsigned char *>(common_name.c_str()),
+              -1,
+              -1,
+              0) == 1,
+          "X509_NAME_add_entry_by_txt");
+  require(X509_set_issuer_name(cert.get(), name) == 1, "X509_set_issuer_name");
+  X509V3_CTX context;
+  X509V3_set_ctx_nodb(&context);
+  X509V3_set_ctx(&context, cert.get(), cert.get(), nullptr, nullptr, 0);
+  X509_EXTENSION *extension = X509V3_EXT_conf_nid(
+      nullptr, &context, NID_subject_alt_name, "IP:127.0.0.1");
+  require(extension != nullptr, "X509V3_EXT_conf_nid");
+  require(X509_add_ext(cert.get(), extension, -1) == 1, "X509_add_ext");
+  X509_EXTENSION_free(extension);
+  require(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0, "X509_sign");
+
+  unsigned char *der = nullptr;
+  const int length = i2d_X509(cert.get(), &der);
+  require(length > 0, "i2d_X509");
+  cert_poll::x509::Bytes bytes(der, der + length);
+  OPENSSL_free(der);
+  return TestIdentity{cert, key, std::move(bytes)};
+}
+
+// An HTTPS server on 127.0.0.1 that serves Certifier-like JSON resources
+// whose issuer links loop or never end.
+class LinkServer {
+public:
+  LinkServer()
+      : m_identity(make_self_signed("link-server", 1)),
+        m_leaf(make_self_signed("leaf", 2)),
+        m_server(m_identity.cert.get(), m_identity.key.get()) {
+    add_routes();
+    m_port = m_server.bind_to_any_port("127.0.0.1");
+    if (m_port <= 0) {
+      throw std::runtime_error("cannot bind the link server on 127.0.0.1");
+    }
+    m_thread = std::thread([this] { m_server.listen_after_bind(); });
+    while (!m_server.is_running()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  ~LinkServer() {
+    m_server.stop();
+    m_thread.join();
+  }
+  LinkServer(const LinkServer &) = delete;
+  LinkServer &operator=(const LinkServer &) = delete;
+
+  std::string url(const std::string &path) const {
+    return "https://127.0.0.1:" + std::to_string(m_port) + path;
+  }
+  int certificate_fetches() const { return m_certificate_fetches; }
+  int root_ca_fetches() const { return m_root_ca_fetches; }
+
+  CertifierSettings settings(const test_support::TempDir &folder) const {
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()),
+                                                  BIO_free);
+    PEM_write_bio_X509(bio.get(), m_identity.cert.get());
+    char *data = nullptr;
+    const long length = BIO_get_mem_data(bio.get(), &data);
+    test_support::write_file(
+        folder / "link.pem",
+        std::string(data, static_cast<std::size_t>(length)));
+
+    CertifierSettings settings;
+    settings.api_host = url("");
+    settings.credentials = {"link-user", random_password()};
+    settings.http.tls_verification = TlsVerification::bundle_file;
+    settings.http.ca_bundle = folder / "link.pem";
+    settings.http.timeout = std::chrono::seconds(10);
+    return settings;
+  }
+
+private:
+  using Json = nlohmann::json;
+
+  static void reply(httplib::Response &response, const Json &body) {
+    response.set_content(body.dump(), "application/json");
+  }
+  static std::string base64(const cert_poll::x509::Bytes &der) {
+    return cert_poll::x509::encode_base64(der);
+  }
+
+  void add_routes() {
+    // The root's certificate names the root CA resource as its issuer.
+    m_server.Get("/v1/requests/self-issuer", [](const auto &, auto &response) {
+      reply(response,
+            {{"status", "accepted"}, {"certificate", "/v1/certificates/leaf"}});
+    });
+    m_server.Get("/v1/certificates/leaf", [this](const auto &, auto &response) {
+      ++m_certificate_fetches;
+      reply(response,
+            {{"certificateBase64", base64(m_leaf.der)},
+             {"issuer", url("/v1/cas/root")}});
+    });
+    m_server.Get("/v1/cas/root", [this](const auto &, auto &response) {
+      ++m_root_ca_fetches;
+      reply(response,
+            {{"certificates", {{"active", url("/v1/certificates/root")}}}});
+    });
+    m_server.Get("/v1/certificates/root", [this](const auto &, auto &response) {
+      ++m_certificate_fetches;
+      reply(response,
+            {{"certificateBase64", base64(m_identity.der)},
+             {"issuerCa", url("/v1/cas/root")}});
+    });
+
+    // Every CA resource has a new URL and a new certificate.
+    m_server.Get("/v1/requests/endless", [](const auto &, auto &response) {
+      reply(response,
+            {{"status", "accepted"},
+             {"certificate", "/v1/certificates/endless-0"}});
+    });
+    m_server.Get(R"(/v1/certificates/endless-(\d+))",
+                 [this](const auto &request, auto &response) {
+                   ++m_certificate_fetches;
+                   const std::string number = request.matches[1];
+                   const std::string fake_der = "certificate " + number;
+                   reply(response,
+                         {{"certificateBase64",
+                           base64(cert_poll::x509::Bytes(fake_der.begin(),
+                                                         fake_der.end()))},
+                          {"issuer", "/v1/cas/endless-" + number}});
+                 });
+    m_server.Get(
+        R"(/v1/cas/endless-(\d+))", [](const auto &request, auto &response) {
+          const int next = std::stoi(request.matches[1]) + 1;
+          reply(response,
+                {{"certificates",
+                  {{"active",
+                    "/v1/certificates/endless-" + std::to_string(next)}}}});
+        });
+
+    // Each CA resource has a new URL but serves the same root certificate.
+    m_server.Get("/v1/requests/alias", [](const auto &, auto &response) {
+      reply(response,
+            {{"status", "accepted"},
+             {"certificate", "/v1/certificates/alias-leaf"}});
+    });
+    m_server.Get("/v1/certificates/alias-leaf",
+                 [this](const auto &, auto &response) {
+                   ++m_certificate_fetches;
+                   reply(response,
+                         {{"certificateBase64", base64(m_leaf.der)},
+                          {"issuer", "/v1/cas/alias-0"}});
+                 });
+    m_server.Get(R"(/v1/cas/alias-(\d+))",
+                 [](const auto &request, auto &response) {
+                   const std::string number = request.matches[1];
+                   reply(response,
+                         {{"certificates",
+                           {{"active", "/v1/certificates/alias-" + number}}}});
+                 });
+    m_server.Get(R"(/v1/certificates/alias-(\d+))",
+                 [this](const auto &request, auto &response) {
+                   ++m_certificate_fetches;
+                   const int next = std::stoi(request.matches[1]) + 1;
+                   reply(response,
+                         {{"certificateBase64", base64(m_identity.der)},
+                          {"issuer", "/v1/cas/alias-" + std::to_string(next)}});
+                 });
+
+    // The certificate link points to another origin.
+    m_server.Get("/v1/requests/foreign", [](const auto &, auto &response) {
+      reply(response,
+            {{"status", "accepted"},
+             {"certificate", "https://[::1]:1/v1/certificates/leaf"}});
+    });
+  }
+
+  TestIdentity m_identity;
+  TestIdentity m_leaf;
+  httplib::SSLServer m_server;
+  int m_port = 0;
+  std::thread m_thread;
+  std::atomic<int> m_certificate_fetches{0};
+  std::atomic<int> m_root_ca_fetches{0};
+};
+
+TEST(CertifierChain, SelfNamedRootEndsChain) {
+  test_support::TempDir folder;
+  LinkServer server;
+  const PollResult result =
+      make_handler(server.settings(folder))
+          ->poll(pending_request("/v1/requests/self-issuer"));
+  ASSERT_EQ(result.status, PollStatus::issued) << result.message;
+  const auto chain = cert_poll::x509::parse_pem_chain(result.chain_pem);
+  ASSERT_TRUE(chain.has_value()) << chain.error().message;
+  EXPECT_EQ(chain->size(), 2U);
+  EXPECT_EQ(server.certificate_fetches(), 2);
+  EXPECT_EQ(server.root_ca_fetches(), 1);
+}
+
+TEST(CertifierChain, RepeatedCertificateEndsChain) {
+  test_support::TempDir folder;
+  LinkServer server;
+  const PollResult result =
+      make_handler(server.settings(folder))
+          ->poll(pending_request(server.url("/v1/requests/alias")));
+  ASSERT_EQ(result.status, PollStatus::issued) << result.message;
+  const auto chain = cert_poll::x509::parse_pem_chain(result.chain_pem);
+  ASSERT_TRUE(chain.has_value()) << chain.error().message;
+  EXPECT_EQ(chain->size(), 2U);
+}
+
+TEST(CertifierChain, EndlessChainIsBounded) {
+  test_support::TempDir folder;
+  LinkServer server;
+  const PollResult result = make_handler(server.settings(folder))
+                                ->poll(pending_request("/v1/requests/endless"));
+  EXPECT_EQ(result.status, PollStatus::failed);
+  EXPECT_TRUE(contains(result.message, "longer than 8")) << result.message;
+  EXPECT_EQ(server.certificate_fetches(), CertifierHandler::max_chain_length);
+}
+
+TEST(CertifierChain, ForeignCertificateLinkFails) {
+  test_support::TempDir folder;
+  LinkServer server;
+  const PollResult result = make_handler(server.settings(folder))
+                                ->poll(pending_request("/v1/requests/foreign"));
+  EXPECT_EQ(result.status, PollStatus::failed);
+  EXPECT_TRUE(contains(result.message, "outside api_host")) << result.message;
+  EXPECT_EQ(server.certificate_fetches(), 0);
+}
+
+// ---- read_certifier_settings ----
+
+cert_poll::EnvironmentLookup
+environment_of(std::map<std::string, std::string> variables) {
+  return [variables](const std::string &name) -> std::optional<std::string> {
+    const auto found = variables.find(name);
+    if (found == variables.end()) {
+      return std::nullopt;
+    }
+    return found->second;
+  };
+}
+
+cert_poll::Result<CertifierSettings>
+read_settings(const std::string &section_body,
+              const std::map<std::string, std::string> &variables = {}) {
+  const auto ini =
+      cert_poll::IniFile::parse("[CAhandler]\n" + section_body, "acme_srv.cfg");
+  if (!ini) {
+    throw std::runtime_error(ini.error().message);
+  }
+  return cert_poll::read_certifier_settings(
+      *ini, cert_poll::ProxyList(), environment_of(variables));
+}
+
+const std::string credentials_lines = "api_user: poll-user\n"
+                                      "api_password: fake-password\n";
+
+TEST(CertifierSettings, ReadsAllKeys) {
+  test_support::TempDir folder;
+  test_support::write_file(folder / "bundle.pem", "placeholder");
+  const auto settings =
+      read_settings("api_host: https://ca.example:8443/\n" + credentials_lines +
+                    "ca_name: issuing-ca\n"
+                    "ca_bundle: " +
+                    (folder / "bundle.pem").string() +
+                    "\n"
+                    "request_timeout: 7\n");
+  ASSERT_TRUE(settings.has_value()) << settings.error().message;
+  EXPECT_EQ(settings->api_host, "https://ca.example:8443");
+  EXPECT_EQ(settings->credentials.user, "poll-user");
+  EXPECT_EQ(settings->credentials.password, "fake-password");
+  EXPECT_EQ(settings->ca_name, "issuing-ca");
+  EXPECT_EQ(settings->http.tls_verification, TlsVerification::bundle_file);
+  EXPECT_EQ(settings->http.ca_bundle, folder / "bundle.pem");
+  EXPECT_EQ(settings->http.timeout, std::chrono::seconds(7));
+}
+
+TEST(CertifierSettings, AppliesDefaults) {
+  const auto settings =
+      read_settings("api_host: https://ca.example\n" + credentials_lines);
+  ASSERT_TRUE(settings.has_value()) << settings.error().message;
+  EXPECT_EQ(settings->http.tls_verification, TlsVerification::system_store);
+  EXPECT_EQ(settings->http.timeout, std::chrono::seconds(20));
+  EXPECT_TRUE(settings->ca_name.empty());
+}
+
+TEST(CertifierSettings, ReadsCredentialsFromEnvironment) {
+  const auto settings =
+      read_settings("api_host: https://ca.example\n"
+                    "api_user_variable: CP_USER\n"
+                    "api_password_variable: CP_PASSWORD\n",
+                    {{"CP_USER", "env-user"}, {"CP_PASSWORD", "env-password"}});
+  ASSERT_TRUE(settings.has_value()) << settings.error().message;
+  EXPECT_EQ(settings->credentials.user, "env-user");
+  EXPECT_EQ(settings->credentials.password, "env-password");
+}
+
+TEST(CertifierSettings, DirectValueWinsOverVariable) {
+  const auto settings =
+      read_settings("api_host: https://ca.example\n" + credentials_lines +
+                        "api_password_variable: CP_PASSWORD\n",
+                    {{"CP_PASSWORD", "env-password"}});
+  ASSERT_TRUE(settings.has_value()) << settings.error().message;
+  EXPECT_EQ(settings->credentials.password, "fake-password");
+}
+
+TEST(CertifierSettings, UnsetVariableIsNamed) {
+  const auto settings = read_settings("api_host: https://ca.example\n"
+                                      "api_user: poll-user\n"
+                                      "api_password_variable: CP_PASSWORD\n");
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_EQ(settings.error().kind, ErrorKind::config);
+  EXPECT_TRUE(contains(settings.error().message, "'CP_PASSWORD'"))
+      << settings.error().message;
+}
+
+TEST(CertifierSettings, EmptyVariableIsNamed) {
+  const auto settings = read_settings("api_host: https://ca.example\n"
+                                      "api_user_variable: CP_USER\n"
+                                      "api_password: fake-password\n",
+                                      {{"CP_USER", ""}});
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_EQ(settings.error().kind, ErrorKind::config);
+  EXPECT_TRUE(contains(settings.error().message, "'CP_USER'"))
+      << settings.error().message;
+}
+
+TEST(CertifierSettings, MissingUserFails) {
+  const auto settings = read_settings("api_host: https://ca.example\n"
+                                      "api_password: fake-password\n");
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_EQ(settings.error().kind, ErrorKind::config);
+  EXPECT_TRUE(contains(settings.error().message, "'api_user'"))
+      << settings.error().message;
+}
+
+TEST(CertifierSettings, MissingPasswordFails) {
+  const auto settings = read_settings("api_host: https://ca.example\n"
+                                      "api_user: poll-user\n");
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_EQ(settings.error().kind, ErrorKind::config);
+  EXPECT_TRUE(contains(settings.error().message, "'api_password'"))
+      << settings.error().message;
+}
+
+TEST(CertifierSettings, MissingApiHostFails) {
+  const auto settings = read_settings(credentials_lines);
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_EQ(settings.error().kind, ErrorKind::config);
+  EXPECT_TRUE(contains(settings.error().message, "missing 'api_host'"))
+      << settings.error().message;
+}
+
+TEST(CertifierSettings, InvalidApiHostFails) {
+  for (const std::string host :
+       {"ftp://ca.example", "ca.example", "https://u:p@ca.example"}) {
+    const auto settings =
+        read_settings("api_host: " + host + "\n" + credentials_lines);
+    ASSERT_FALSE(settings.has_value()) << host;
+    EXPECT_EQ(settings.error().kind, ErrorKind::config) << host;
+  }
+}
+
+TEST(CertifierSettings, CaBundleFlags) {
+  const std::vector<std::pair<std::string, TlsVerification>> cases = {
+      {"True", TlsVerification::system_store},
+      {"yes", TlsVerification::system_store},
+      {"False", TlsVerification::disabled},
+      {"off", TlsVerification::disabled},
+  };
+  for (const auto &[value, expected] : cases) {
+    const auto settings =
+        read_settings("api_host: https://ca.example\n" + credentials_lines +
+                      "ca_bundle: " + value + "\n");
+    ASSERT_TRUE(settings.has_value())
+        << value << ": " << settings.error().message;
+    EXPECT_EQ(settings->http.tls_verification, expected) << value;
+  }
+}
+
+TEST(CertifierSettings, MissingBundleFileIsNamed) {
+  test_support::TempDir folder;
+  const std::string path = (folder / "absent.pem").string();
+  const auto settings =
+      read_settings("api_host: https://ca.example\n" + credentials_lines +
+                    "ca_bundle: " + path + "\n");
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_EQ(settings.error().kind, ErrorKind::config);
+  EXPECT_TRUE(contains(settings.error().message, "'" + path + "'"))
+      << settings.error().message;
+}
+
+TEST(CertifierSettings, InvalidRequestTimeoutFails) {
+  for (const std::string value :
+       {"0", "-5", "abc", "1.5", "20s", "99999999999"}) {
+    const auto settings =
+        read_settings("api_host: https://ca.example\n" + credentials_lines +
+                      "request_timeout: " + value + "\n");
+    ASSERT_FALSE(settings.has_value()) << value;
+    EXPECT_EQ(settings.error().kind, ErrorKind::config) << value;
+    EXPECT_TRUE(contains(settings.error().message, "'" + value + "'"))
+        << settings.error().message;
+  }
+}
+
+TEST(CertifierSettings, ErrorsNeverContainPassword) {
+  const auto settings =
+      read_settings("api_host: ftp://ca.example\n" + credentials_lines);
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_FALSE(contains(settings.error().message, "fake-password"));
+}
+
+} // namespace

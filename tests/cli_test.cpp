@@ -4,9 +4,6 @@
 // in-process demo CA.
 
 #include "cert_poll/x509.hpp"
-#include "demo_ca.hpp"
-#include "support/acme_db.hpp"
-#include "support/test_support.hpp"
 
 #include <filesystem>
 #include <string>
@@ -14,6 +11,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
+
+#include "demo_ca.hpp"
+#include "support/acme_db.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
@@ -23,12 +24,13 @@ using test_support::shell_quote;
 
 constexpr const char *k_password = "cli-test-password-91c2";
 
-fs::path source_dir() { return CERT_POLL_SOURCE_DIR; }
+fs::path source_dir() {
+  return CERT_POLL_SOURCE_DIR;
+}
 
 test_support::CommandResult run_cert_poll(const std::string &arguments) {
   return run_command("DEMO_CA_PASSWORD=" + std::string(k_password) + " " +
-                     shell_quote(CERT_POLL_BINARY) + " " + arguments +
-                     " 2>&1");
+                     shell_quote(CERT_POLL_BINARY) + " " + arguments + " 2>&1");
 }
 
 // Returns order name -> status name for every order of an example database.
@@ -83,8 +85,7 @@ TEST(CommandLine, MissingConfigIsUsageError) {
                             shell_quote(CERT_POLL_BINARY) + " 2>&1");
 
   EXPECT_EQ(result.exit_status, 2);
-  EXPECT_NE(result.output.find("--config"), std::string::npos)
-      << result.output;
+  EXPECT_NE(result.output.find("--config"), std::string::npos) << result.output;
 }
 
 TEST(CommandLine, UnsupportedHandlerNamesSupportedOnes) {
@@ -118,11 +119,12 @@ protected:
     auto requests = nlohmann::json::parse(test_support::read_file(
         source_dir() / "examples" / "demo_ca_requests.json"));
     for (const auto &request : requests.at("requests")) {
-      auto der = cert_poll::x509::decode_base64(
-          request.at("csr").get<std::string>());
+      auto der =
+          cert_poll::x509::decode_base64(request.at("csr").get<std::string>());
       ASSERT_TRUE(der.has_value());
       m_ca->add_request(
-          request.at("id").get<std::string>(), *der,
+          request.at("id").get<std::string>(),
+          *der,
           demo_ca::parse_behaviour(request.at("behaviour").get<std::string>()));
     }
   }
@@ -144,14 +146,14 @@ protected:
   fs::path write_config(const fs::path &db, const std::string &extra = "") {
     fs::path config = m_dir / "acme_srv.cfg";
     test_support::write_file(
-        config, "[DEFAULT]\ndebug: False\n\n[DBhandler]\ndbfile: " +
-                    db.string() +
-                    "\n\n[CAhandler]\nhandler_file: "
-                    "examples/ca_handler/certifier_ca_handler.py\napi_host: " +
-                    m_ca->base_url() +
-                    "\napi_user: demo\napi_password_variable: "
-                    "DEMO_CA_PASSWORD\nca_bundle: " +
-                    (m_dir / "root.pem").string() + "\n" + extra);
+        config,
+        "[DEFAULT]\ndebug: False\n\n[DBhandler]\ndbfile: " + db.string() +
+            "\n\n[CAhandler]\nhandler_file: "
+            "examples/ca_handler/certifier_ca_handler.py\napi_host: " +
+            m_ca->base_url() +
+            "\napi_user: demo\napi_password_variable: "
+            "DEMO_CA_PASSWORD\nca_bundle: " +
+            (m_dir / "root.pem").string() + "\n" + extra);
     return config;
   }
 
@@ -174,8 +176,7 @@ TEST_F(ExampleDatabase, PassSetsEveryOrderState) {
   EXPECT_EQ(states["Ord5NoPollId"], "processing");
   EXPECT_EQ(states["Ord6Valid"], "valid");
   EXPECT_EQ(states["Ord7Invalid"], "invalid");
-  EXPECT_NE(result.output.find("2 issued"), std::string::npos)
-      << result.output;
+  EXPECT_NE(result.output.find("2 issued"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("1 skipped"), std::string::npos)
       << result.output;
 }
@@ -202,8 +203,7 @@ TEST_F(ExampleDatabase, DryRunWritesNothing) {
 
   EXPECT_EQ(result.exit_status, 0) << result.output;
   EXPECT_EQ(dump(db), before);
-  EXPECT_NE(result.output.find("dry run"), std::string::npos)
-      << result.output;
+  EXPECT_NE(result.output.find("dry run"), std::string::npos) << result.output;
 }
 
 TEST_F(ExampleDatabase, DbOptionOverridesConfig) {

@@ -1,1 +1,654 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "cert_poll/http.hpp"
+#include "cert_poll/version.hpp"
+#include "cert_poll/x509.hpp"
+
+#include <arpa/inet.h>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <netinet/in.h>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "support/test_support.hpp"
+
+namespace {
+
+using cert_poll::BasicCredentials;
+using cert_poll::ErrorKind;
+using cert_poll::HttpClient;
+using cert_poll::HttpOptions;
+using cert_poll::Origin;
+using cert_poll::TlsVerification;
+
+// ---- a throwaway TLS identity for 127.0.0.1 ----
+
+void require(bool condition, const char *call) {
+  if (!condition) {
+    throw std::runtime_error(std::string("OpenSSL call failed: ") + call);
+  }
+}
+
+struct TestCertificate {
+  std::shared_ptr<X509> cert;
+  std::shared_ptr<EVP_PKEY> key;
+  std::string pem;
+};
+
+void add_extension(X509 *cert, int nid, const char *value) {
+  X509V3_CTX context;
+  X509V3_set_ctx_nodb(&context);
+  X509V3_set_ctx(&context, cert, cert, nullptr, nullptr, 0);
+  X509_EXTENSION *extension =
+      X509V3_EXT_conf_nid(nullptr, &context, nid, value);
+  require(extension != nullptr, "X509V3_EXT_conf_nid");
+  require(X509_add_ext(cert, extension, -1) == 1, "X509_add_ext");
+  X509_EXTENSION_free(extension);
+}
+
+// A self-signed certificate for 127.0.0.1 that is its own trust anchor.
+TestCertificate make_self_signed(const std::string &common_name) {
+  static std::atomic<long> serial{1};
+  std::shared_ptr<EVP_PKEY> key(EVP_EC_gen("P-256"), EVP_PKEY_free);
+  require(key != nullptr, "EVP_EC_gen");
+  std::shared_ptr<X509> cert(X509_new(), X509_free);
+  require(cert != nullptr, "X509_new");
+  X509_set_version(cert.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial++);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
+  require(X509_set_pubkey(cert.get(), key.get()) == 1, "X509_set_pubkey");
+  X509_NAME *name = X509_get_subject_name(cert.get());
+  require(X509_NAME_add_entry_by_txt(
+              name,
+              "CN",
+              MBSTRING_UTF8,
+              reinterpret_cast<const unsigned char *>(common_name.c_str()),
+              -1,
+              -1,
+              0) == 1,
+          "X509_NAME_add_entry_by_txt");
+  require(X509_set_issuer_name(cert.get(), name) == 1, "X509_set_issuer_name");
+  add_extension(cert.get(), NID_basic_constraints, "critical,CA:TRUE");
+  add_extension(cert.get(), NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost");
+  require(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0, "X509_sign");
+
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+  require(PEM_write_bio_X509(bio.get(), cert.get()) == 1, "PEM_write_bio_X509");
+  char *data = nullptr;
+  const long length = BIO_get_mem_data(bio.get(), &data);
+  return TestCertificate{
+      cert, key, std::string(data, static_cast<std::size_t>(length))};
+}
+
+// ---- test servers ----
+
+// What a test server received, recorded before the route handler runs.
+struct SeenRequest {
+  std::string path;
+  std::string authorization;
+  std::string accept;
+  std::string user_agent;
+  int remote_port = 0;
+};
+
+// An httplib server on 127.0.0.1 with an ephemeral port and its own thread.
+class TestServer {
+public:
+  // Plain HTTP.
+  TestServer() : m_server(std::make_unique<httplib::Server>()) { record(); }
+
+  // HTTPS with `identity`. TLS handshakes are counted, so that a test can
+  // assert that not even a connection arrived.
+  explicit TestServer(const TestCertificate &identity)
+      : m_server(std::make_unique<httplib::SSLServer>(identity.cert.get(),
+                                                      identity.key.get())),
+        m_tls(true) {
+    auto &tls_server = static_cast<httplib::SSLServer &>(*m_server);
+    SSL_CTX *context = tls_server.ssl_context();
+    SSL_CTX_set_app_data(context, &m_handshakes);
+    SSL_CTX_set_info_callback(context, [](const SSL *ssl, int where, int) {
+      if ((where & SSL_CB_HANDSHAKE_START) != 0) {
+        auto *count = static_cast<std::atomic<int> *>(
+            SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+        ++*count;
+      }
+    });
+    record();
+  }
+
+  ~TestServer() {
+    m_stopping = true;
+    m_server->stop();
+    if (m_thread.joinable()) {
+      m_thread.join();
+    }
+  }
+  TestServer(const TestServer &) = delete;
+  TestServer &operator=(const TestServer &) = delete;
+
+  httplib::Server &routes() { return *m_server; }
+
+  void start() {
+    m_port = m_server->bind_to_any_port("127.0.0.1");
+    if (m_port <= 0) {
+      throw std::runtime_error("cannot bind a test server on 127.0.0.1");
+    }
+    m_thread = std::thread([this] { m_server->listen_after_bind(); });
+    while (!m_server->is_running()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  std::string url(const std::string &path) const {
+    return std::string(m_tls ? "https" : "http") +
+           "://127.0.0.1:" + std::to_string(m_port) + path;
+  }
+  Origin origin() const { return Origin::from_url(url("/")).value(); }
+
+  std::vector<SeenRequest> seen() const {
+    const std::lock_guard lock(m_mutex);
+    return m_seen;
+  }
+  int handshakes() const { return m_handshakes; }
+
+  // Sleeps up to `duration`, returning early when the server stops.
+  void sleep_unless_stopping(std::chrono::milliseconds duration) const {
+    const auto end = std::chrono::steady_clock::now() + duration;
+    while (!m_stopping && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+private:
+  void record() {
+    m_server->set_pre_routing_handler([this](const httplib::Request &request,
+                                             httplib::Response &) {
+      const std::lock_guard lock(m_mutex);
+      m_seen.push_back(SeenRequest{request.path,
+                                   request.get_header_value("Authorization"),
+                                   request.get_header_value("Accept"),
+                                   request.get_header_value("User-Agent"),
+                                   request.remote_port});
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+  }
+
+  std::unique_ptr<httplib::Server> m_server;
+  bool m_tls = false;
+  int m_port = 0;
+  std::thread m_thread;
+  std::atomic<bool> m_stopping{false};
+  std::atomic<int> m_handshakes{0};
+  mutable std::mutex m_mutex;
+  std::vector<SeenRequest> m_seen;
+};
+
+// A bound TCP port with no listener behind it, for "connection refused".
+int closed_port() {
+  const int socket_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  if (::bind(socket_fd, reinterpret_cast<sockaddr *>(&address), length) != 0 ||
+      ::getsockname(
+          socket_fd, reinterpret_cast<sockaddr *>(&address), &length) != 0) {
+    ::close(socket_fd);
+    throw std::runtime_error("cannot bind a TCP socket on 127.0.0.1");
+  }
+  ::close(socket_fd);
+  return ntohs(address.sin_port);
+}
+
+BasicCredentials test_credentials() {
+  return BasicCredentials{"poll-user",
+                          "test-password-" + std::to_string(::getpid())};
+}
+
+// Client options that trust `identity` through a bundle file in `folder`.
+HttpOptions trusting(const TestCertificate &identity,
+                     const test_support::TempDir &folder) {
+  HttpOptions options;
+  options.tls_verification = TlsVerification::bundle_file;
+  options.ca_bundle = folder / "bundle.pem";
+  test_support::write_file(options.ca_bundle, identity.pem);
+  options.timeout = std::chrono::seconds(10);
+  return options;
+}
+
+class HttpClientTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    m_server.routes().Get(
+        "/ok", [](const httplib::Request &, httplib::Response &response) {
+          response.set_content(R"({"status": "ok"})", "application/json");
+        });
+  }
+
+  HttpClient make_client(HttpOptions options) {
+    return HttpClient(
+        std::move(options), m_server.origin(), test_credentials());
+  }
+  HttpClient make_client() {
+    return make_client(trusting(m_identity, m_folder));
+  }
+
+  test_support::TempDir m_folder;
+  TestCertificate m_identity = make_self_signed("http-test-server");
+  TestServer m_server{m_identity};
+};
+
+// ---- Origin ----
+
+struct OriginCase {
+  std::string url;
+  std::string scheme;
+  std::string host;
+  int port;
+};
+
+TEST(Origin, ParsesValidUrls) {
+  const std::vector<OriginCase> cases = {
+      {"https://ca.example/v1/requests/1", "https", "ca.example", 443},
+      {"http://ca.example", "http", "ca.example", 80},
+      {"HTTPS://CA.Example:8443/x?y=1", "https", "ca.example", 8443},
+      {"https://127.0.0.1:9443", "https", "127.0.0.1", 9443},
+      {"https://[::1]:8443/v1", "https", "::1", 8443},
+      {"http://[::1]/", "http", "::1", 80},
+  };
+  for (const OriginCase &expected : cases) {
+    SCOPED_TRACE(expected.url);
+    const auto origin = Origin::from_url(expected.url);
+    ASSERT_TRUE(origin.has_value()) << origin.error().message;
+    EXPECT_EQ(origin->scheme, expected.scheme);
+    EXPECT_EQ(origin->host, expected.host);
+    EXPECT_EQ(origin->port, expected.port);
+  }
+}
+
+TEST(Origin, RejectsInvalidUrls) {
+  const std::vector<std::string> urls = {
+      "",
+      "ca.example/v1",
+      "/v1/requests/1",
+      "//ca.example/v1",
+      "ftp://ca.example/",
+      "file:///etc/hosts",
+      "https://user:secret@ca.example/",
+      "https://user@ca.example/",
+      "https://ca.example:99999/",
+      "https://ca.example:0/",
+      "https://",
+  };
+  for (const std::string &url : urls) {
+    SCOPED_TRACE(url);
+    const auto origin = Origin::from_url(url);
+    ASSERT_FALSE(origin.has_value());
+    EXPECT_EQ(origin.error().kind, ErrorKind::origin);
+  }
+}
+
+TEST(Origin, UserinfoMessageHidesPassword) {
+  const auto origin = Origin::from_url("https://user:secret@ca.example/");
+  ASSERT_FALSE(origin.has_value());
+  EXPECT_EQ(origin.error().message.find("secret"), std::string::npos);
+}
+
+TEST(Origin, ComparesDefaultPorts) {
+  EXPECT_EQ(Origin::from_url("https://ca.example/").value(),
+            Origin::from_url("https://CA.example:443/x").value());
+  EXPECT_NE(Origin::from_url("https://ca.example/").value(),
+            Origin::from_url("http://ca.example:443/").value());
+}
+
+TEST(Origin, ToStringBracketsIpv6) {
+  EXPECT_EQ(Origin::from_url("https://[::1]:8443/").value().to_string(),
+            "https://[::1]:8443");
+  EXPECT_EQ(Origin::from_url("http://ca.example/").value().to_string(),
+            "http://ca.example:80");
+}
+
+// ---- mask_url ----
+
+TEST(MaskUrl, MasksUserinfoAndQuery) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"https://ca.example/v1/requests/1", "https://ca.example/v1/requests/1"},
+      {"https://user:secret@ca.example/x", "https://***@ca.example/x"},
+      {"https://ca.example/x?token=secret", "https://ca.example/x?***"},
+      {"https://ca.example/x?token=secret#top", "https://ca.example/x?***#top"},
+      {"https://u:p@ca.example:8443/x?a=b",
+       "https://***@ca.example:8443/x?***"},
+      {"https://ca.example/x?", "https://ca.example/x?"},
+      {"/v1/requests/1?a=b", "/v1/requests/1?***"},
+  };
+  for (const auto &[url, masked] : cases) {
+    EXPECT_EQ(cert_poll::mask_url(url), masked) << url;
+  }
+}
+
+// ---- HttpClient ----
+
+TEST_F(HttpClientTest, GetReturnsBody) {
+  m_server.start();
+  HttpClient client = make_client();
+  const auto response = client.get(m_server.url("/ok"));
+  ASSERT_TRUE(response.has_value()) << response.error().message;
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body, R"({"status": "ok"})");
+}
+
+TEST_F(HttpClientTest, GetSendsBasicAuthAndHeaders) {
+  m_server.start();
+  HttpClient client = make_client();
+  ASSERT_TRUE(client.get(m_server.url("/ok")).has_value());
+  const auto seen = m_server.seen();
+  ASSERT_EQ(seen.size(), 1U);
+  const BasicCredentials credentials = test_credentials();
+  const std::string user_and_password =
+      credentials.user + ":" + credentials.password;
+  const std::string expected_authorization =
+      "Basic " + cert_poll::x509::encode_base64(cert_poll::x509::Bytes(
+                     user_and_password.begin(), user_and_password.end()));
+  EXPECT_EQ(seen[0].authorization, expected_authorization);
+  EXPECT_EQ(seen[0].accept, "application/json");
+  EXPECT_EQ(seen[0].user_agent, std::string("cert_poll/") + cert_poll::version);
+}
+
+TEST_F(HttpClientTest, GetReusesConnection) {
+  m_server.start();
+  HttpClient client = make_client();
+  ASSERT_TRUE(client.get(m_server.url("/ok")).has_value());
+  ASSERT_TRUE(client.get(m_server.url("/ok")).has_value());
+  const auto seen = m_server.seen();
+  ASSERT_EQ(seen.size(), 2U);
+  EXPECT_EQ(seen[0].remote_port, seen[1].remote_port);
+  EXPECT_EQ(m_server.handshakes(), 1);
+}
+
+TEST_F(HttpClientTest, OtherOriginGetsNothing) {
+  TestServer other(m_identity);
+  other.routes().Get("/ok",
+                     [](const httplib::Request &, httplib::Response &response) {
+                       response.set_content("{}", "application/json");
+                     });
+  m_server.start();
+  other.start();
+  HttpClient client = make_client();
+
+  const auto response = client.get(other.url("/ok"));
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().kind, ErrorKind::origin);
+  EXPECT_NE(response.error().message.find("outside api_host"),
+            std::string::npos);
+  EXPECT_EQ(other.handshakes(), 0);
+  EXPECT_TRUE(other.seen().empty());
+}
+
+TEST_F(HttpClientTest, OtherSchemeIsOtherOrigin) {
+  m_server.start();
+  HttpClient client = make_client();
+  const std::string plain_url =
+      "http://127.0.0.1:" + std::to_string(m_server.origin().port) + "/ok";
+  const auto response = client.get(plain_url);
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().kind, ErrorKind::origin);
+  EXPECT_TRUE(m_server.seen().empty());
+}
+
+TEST_F(HttpClientTest, RedirectIsNotFollowed) {
+  TestServer other(m_identity);
+  other.routes().Get("/target",
+                     [](const httplib::Request &, httplib::Response &response) {
+                       response.set_content("{}", "application/json");
+                     });
+  other.start();
+  m_server.routes().Get(
+      "/redirect",
+      [&other](const httplib::Request &, httplib::Response &response) {
+        response.set_redirect(other.url("/target"), 302);
+      });
+  m_server.start();
+  HttpClient client = make_client();
+
+  const auto response = client.get(m_server.url("/redirect"));
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().kind, ErrorKind::http_status);
+  EXPECT_EQ(response.error().http_status, 302);
+  EXPECT_NE(response.error().message.find(other.origin().to_string()),
+            std::string::npos)
+      << response.error().message;
+  EXPECT_EQ(other.handshakes(), 0);
+}
+
+TEST_F(HttpClientTest, BodyCapWithContentLength) {
+  m_server.routes().Get(
+      "/big", [](const httplib::Request &, httplib::Response &response) {
+        response.set_content(std::string(5000, 'x'), "application/json");
+      });
+  m_server.start();
+  HttpOptions options = trusting(m_identity, m_folder);
+  options.max_body_bytes = 1000;
+  HttpClient client = make_client(options);
+
+  const auto response = client.get(m_server.url("/big"));
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().kind, ErrorKind::transport);
+  EXPECT_NE(response.error().message.find("exceeds 1000 bytes"),
+            std::string::npos)
+      << response.error().message;
+}
+
+TEST_F(HttpClientTest, BodyCapWhenChunked) {
+  m_server.routes().Get(
+      "/chunked", [](const httplib::Request &, httplib::Response &response) {
+        response.set_chunked_content_provider(
+            "application/json",
+            [](std::size_t offset, httplib::DataSink &sink) {
+              if (offset >= 50000) {
+                sink.done();
+                return true;
+              }
+              const std::string chunk(1000, 'x');
+              return sink.write(chunk.data(), chunk.size());
+            });
+      });
+  m_server.start();
+  HttpOptions options = trusting(m_identity, m_folder);
+  options.max_body_bytes = 1000;
+  HttpClient client = make_client(options);
+
+  const auto response = client.get(m_server.url("/chunked"));
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().kind, ErrorKind::transport);
+  EXPECT_NE(response.error().message.find("exceeds 1000 bytes"),
+            std::string::npos)
+      << response.error().message;
+}
+
+TEST_F(HttpClientTest, BodyAtCapIsAccepted) {
+  m_server.routes().Get(
+      "/exact", [](const httplib::Request &, httplib::Response &response) {
+        response.set_content(std::string(1000, 'x'), "application/json");
+      });
+  m_server.start();
+  HttpOptions options = trusting(m_identity, m_folder);
+  options.max_body_bytes = 1000;
+  HttpClient client = make_client(options);
+
+  const auto response = client.get(m_server.url("/exact"));
+  ASSERT_TRUE(response.has_value()) << response.error().message;
+  EXPECT_EQ(response->body.size(), 1000U);
+}
+
+TEST_F(HttpClientTest, SlowServerTimesOut) {
+  m_server.routes().Get(
+      "/slow", [this](const httplib::Request &, httplib::Response &response) {
+        m_server.sleep_unless_stopping(std::chrono::seconds(3));
+        response.set_content("{}", "application/json");
+      });
+  m_server.start();
+  HttpOptions options = trusting(m_identity, m_folder);
+  options.timeout = std::chrono::seconds(1);
+  HttpClient client = make_client(options);
+
+  const auto response = client.get(m_server.url("/slow"));
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().kind, ErrorKind::timeout);
+}
+
+TEST_F(HttpClientTest, WrongBundleIsTlsError) {
+  m_server.start();
+  HttpClient client =
+      make_client(trusting(make_self_signed("unrelated-root"), m_folder));
+  const auto response = client.get(m_server.url("/ok"));
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().kind, ErrorKind::tls);
+  EXPECT_TRUE(m_server.seen().empty());
+}
+
+TEST_F(HttpClientTest, SystemStoreRejectsSelfSigned) {
+  m_server.start();
+  HttpOptions options;
+  options.timeout = std::chrono::seconds(10);
+  HttpClient client = make_client(options);
+  const auto response = client.get(m_server.url("/ok"));
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().kind, ErrorKind::tls);
+  EXPECT_TRUE(m_server.seen().empty());
+}
+
+TEST_F(HttpClientTest, DisabledVerificationAcceptsAnyServer) {
+  m_server.start();
+  HttpOptions options;
+  options.tls_verification = TlsVerification::disabled;
+  options.timeout = std::chrono::seconds(10);
+  HttpClient client = make_client(options);
+  const auto response = client.get(m_server.url("/ok"));
+  ASSERT_TRUE(response.has_value()) << response.error().message;
+  EXPECT_EQ(response->status, 200);
+}
+
+TEST_F(HttpClientTest, MissingBundleIsConfigError) {
+  m_server.start();
+  HttpOptions options;
+  options.tls_verification = TlsVerification::bundle_file;
+  options.ca_bundle = m_folder / "absent.pem";
+  HttpClient client = make_client(options);
+  const auto response = client.get(m_server.url("/ok"));
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().kind, ErrorKind::config);
+  EXPECT_NE(response.error().message.find(options.ca_bundle.string()),
+            std::string::npos);
+  EXPECT_EQ(m_server.handshakes(), 0);
+}
+
+TEST_F(HttpClientTest, StatusErrorsCarryCode) {
+  m_server.routes().Get(
+      "/missing", [](const httplib::Request &, httplib::Response &response) {
+        response.status = 404;
+        response.set_content("not found\x01\n here", "text/plain");
+      });
+  m_server.routes().Get(
+      "/broken", [](const httplib::Request &, httplib::Response &response) {
+        response.status = 500;
+        response.set_content(std::string(1000, 'e'), "text/plain");
+      });
+  m_server.start();
+  HttpClient client = make_client();
+
+  const auto missing = client.get(m_server.url("/missing"));
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().kind, ErrorKind::http_status);
+  EXPECT_EQ(missing.error().http_status, 404);
+  EXPECT_NE(missing.error().message.find("not found here"), std::string::npos)
+      << missing.error().message;
+
+  const auto broken = client.get(m_server.url("/broken"));
+  ASSERT_FALSE(broken.has_value());
+  EXPECT_EQ(broken.error().kind, ErrorKind::http_status);
+  EXPECT_EQ(broken.error().http_status, 500);
+  EXPECT_LT(broken.error().message.size(), 400U);
+}
+
+TEST_F(HttpClientTest, ErrorsNeverContainPassword) {
+  m_server.routes().Get(
+      "/missing", [](const httplib::Request &, httplib::Response &response) {
+        response.status = 404;
+      });
+  m_server.start();
+  HttpClient client = make_client();
+  const auto response = client.get(m_server.url("/missing"));
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().message.find(test_credentials().password),
+            std::string::npos);
+}
+
+TEST(HttpClient, ConnectionRefusedIsTransport) {
+  const std::string url =
+      "http://127.0.0.1:" + std::to_string(closed_port()) + "/ok";
+  HttpOptions options;
+  options.timeout = std::chrono::seconds(5);
+  HttpClient client(options, Origin::from_url(url).value(), test_credentials());
+  const auto response = client.get(url);
+  ASSERT_FALSE(response.has_value());
+  EXPECT_EQ(response.error().kind, ErrorKind::transport);
+}
+
+TEST(HttpClient, ProxyFromListIsUsed) {
+  // An environment no_proxy would also apply to the explicit proxy.
+  ::unsetenv("no_proxy");
+  ::unsetenv("NO_PROXY");
+  TestServer proxy;
+  proxy.routes().Get(
+      ".*", [](const httplib::Request &, httplib::Response &response) {
+        response.set_content(R"({"via": "proxy"})", "application/json");
+      });
+  proxy.start();
+  const std::string target =
+      "http://127.0.0.1:" + std::to_string(closed_port()) + "/v1/requests/1";
+  HttpOptions options;
+  options.timeout = std::chrono::seconds(5);
+  options.proxies =
+      cert_poll::ProxyList::parse(R"({"*": ")" + proxy.url("") + R"("})")
+          .value();
+  HttpClient client(
+      options, Origin::from_url(target).value(), test_credentials());
+
+  const auto response = client.get(target);
+  ASSERT_TRUE(response.has_value()) << response.error().message;
+  EXPECT_EQ(response->body, R"({"via": "proxy"})");
+  EXPECT_EQ(proxy.seen().size(), 1U);
+}
+
+TEST(HttpClient, MovedClientStillWorks) {
+  TestServer server;
+  server.routes().Get(
+      "/ok", [](const httplib::Request &, httplib::Response &response) {
+        response.set_content("{}", "application/json");
+      });
+  server.start();
+  HttpClient first(HttpOptions{}, server.origin(), test_credentials());
+  HttpClient second = std::move(first);
+  const auto response = second.get(server.url("/ok"));
+  ASSERT_TRUE(response.has_value()) << response.error().message;
+  EXPECT_EQ(second.allowed_origin(), server.origin());
+}
+
+} // namespace

@@ -7,14 +7,15 @@
 #include "cert_poll/poller.hpp"
 #include "cert_poll/store.hpp"
 #include "cert_poll/x509.hpp"
-#include "demo_ca.hpp"
-#include "support/acme_db.hpp"
-#include "support/test_support.hpp"
 
 #include <memory>
 #include <string>
 
 #include <gtest/gtest.h>
+
+#include "demo_ca.hpp"
+#include "support/acme_db.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
@@ -50,9 +51,10 @@ protected:
   void SetUp() override { start(SchemaGeneration::current); }
 
   void start(SchemaGeneration generation) {
-    m_database.reset();
-    m_database =
-        std::make_unique<AcmeDatabase>(m_dir / "acme_srv.db", generation);
+    std::string file = generation == SchemaGeneration::current
+                           ? "acme_srv.db"
+                           : "acme_srv_2020.db";
+    m_database = std::make_unique<AcmeDatabase>(m_dir / file, generation);
     if (!m_ca) {
       m_ca = std::make_unique<demo_ca::DemoCa>(ca_options());
       m_ca->start();
@@ -66,8 +68,11 @@ protected:
     auto key_and_csr = test_support::make_key_and_csr(name + ".example.com");
     std::string poll_identifier =
         m_ca->add_request("req-" + name, key_and_csr.csr_der, behaviour);
-    m_database->add_order("Ord" + name, "Crt" + name, "processing",
-                          key_and_csr.csr_base64, poll_identifier,
+    m_database->add_order("Ord" + name,
+                          "Crt" + name,
+                          "processing",
+                          key_and_csr.csr_base64,
+                          poll_identifier,
                           "Unknown request status: pending");
     return poll_identifier;
   }
@@ -171,6 +176,10 @@ struct FaultCase {
   const char *error_part;
 };
 
+void PrintTo(const FaultCase &fault, std::ostream *out) {
+  *out << fault.name;
+}
+
 class PollFault : public PollPass,
                   public ::testing::WithParamInterface<FaultCase> {};
 
@@ -191,15 +200,17 @@ TEST_P(PollFault, OrderStaysProcessingWithError) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    DemoCaFaults, PollFault,
+    DemoCaFaults,
+    PollFault,
     ::testing::Values(
         FaultCase{"Unknown", Behaviour::unknown_status, "on-hold-forever"},
         FaultCase{"Http500", Behaviour::server_error, "500"},
         FaultCase{"NotJson", Behaviour::invalid_json, "JSON"},
-        FaultCase{"NoDer", Behaviour::missing_certificate_base64,
+        FaultCase{"NoDer",
+                  Behaviour::missing_certificate_base64,
                   "certificateBase64"},
         FaultCase{"OtherKey", Behaviour::wrong_key, "public key"}),
-    [](const auto &info) { return std::string(info.param.name); });
+    [](const auto &test_case) { return std::string(test_case.param.name); });
 
 TEST_F(PollPass, LeafOnlyChainIsStoredWithoutRenewalInfo) {
   add_processing("Leaf", Behaviour::leaf_only);
@@ -250,10 +261,10 @@ TEST_F(PollPass, OtherOriginGetsNoCredentials) {
   demo_ca::DemoCa elsewhere(ca_options());
   elsewhere.start();
   auto key_and_csr = test_support::make_key_and_csr("moved.example.org");
-  std::string foreign = elsewhere.add_request("req-moved", key_and_csr.csr_der,
-                                              Behaviour::approve);
-  m_database->add_order("OrdMoved", "CrtMoved", "processing",
-                        key_and_csr.csr_base64, foreign);
+  std::string foreign = elsewhere.add_request(
+      "req-moved", key_and_csr.csr_der, Behaviour::approve);
+  m_database->add_order(
+      "OrdMoved", "CrtMoved", "processing", key_and_csr.csr_base64, foreign);
 
   PassSummary summary = run();
 
@@ -261,8 +272,7 @@ TEST_F(PollPass, OtherOriginGetsNoCredentials) {
   auto stored = row("Moved");
   EXPECT_EQ(stored.order_status, "processing");
   ASSERT_TRUE(stored.error.has_value());
-  EXPECT_NE(stored.error->find("api_host"), std::string::npos)
-      << *stored.error;
+  EXPECT_NE(stored.error->find("api_host"), std::string::npos) << *stored.error;
   for (const auto &request : elsewhere.received()) {
     EXPECT_FALSE(request.had_authorization) << request.path;
   }
@@ -305,8 +315,8 @@ TEST_F(PollPass, FaultChangesNoOtherRow) {
 
 TEST_F(PollPass, SkipsRowWithoutPollIdentifier) {
   auto key_and_csr = test_support::make_key_and_csr("nopoll.example.com");
-  m_database->add_order("OrdNoPoll", "CrtNoPoll", "processing",
-                        key_and_csr.csr_base64, "");
+  m_database->add_order(
+      "OrdNoPoll", "CrtNoPoll", "processing", key_and_csr.csr_base64, "");
 
   PassSummary summary = run();
 

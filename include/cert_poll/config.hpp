@@ -86,11 +86,11 @@ struct Overrides {
 // settings are read by the handler itself from `ini`.
 struct Config {
   std::filesystem::path config_file;
-  bool debug = false;                // [DEFAULT] debug
-  std::filesystem::path db_file;     // --db, else [DBhandler] dbfile
-  std::string handler_file;          // [CAhandler] handler_file, may be empty
+  bool debug = false;                 // [DEFAULT] debug
+  std::filesystem::path db_file;      // --db, else [DBhandler] dbfile
+  std::string handler_file;           // [CAhandler] handler_file, may be empty
   std::optional<std::string> handler; // --handler
-  ProxyList proxies;                 // [DEFAULT] proxy_server_list
+  ProxyList proxies;                  // [DEFAULT] proxy_server_list
   IniFile ini;
 };
 

@@ -35,7 +35,7 @@ enum class TlsVerification {
 
 struct HttpOptions {
   TlsVerification tls_verification = TlsVerification::system_store;
-  std::filesystem::path ca_bundle; // for TlsVerification::bundle_file
+  std::filesystem::path ca_bundle;          // for TlsVerification::bundle_file
   std::chrono::milliseconds timeout{20000}; // connect and whole transfer
   ProxyList proxies;
   std::size_t max_body_bytes = 4 * 1024 * 1024;
@@ -55,7 +55,8 @@ struct HttpResponse {
 // A libcurl client that sends basic-auth credentials only to one origin.
 class HttpClient {
 public:
-  HttpClient(HttpOptions options, Origin allowed_origin,
+  HttpClient(HttpOptions options,
+             Origin allowed_origin,
              BasicCredentials credentials);
   HttpClient(HttpClient &&) noexcept;
   HttpClient &operator=(HttpClient &&) noexcept;

@@ -37,7 +37,7 @@ struct PassSummary {
 // `handler`, check issued certificates, record each result. A request that
 // cannot be polled or stored counts as failed and the pass goes on; only a
 // database failure that stops the listing fails the pass.
-Result<PassSummary> run_pass(Store &store, CaHandler &handler,
-                             const PassOptions &options);
+Result<PassSummary>
+run_pass(Store &store, CaHandler &handler, const PassOptions &options);
 
 } // namespace cert_poll

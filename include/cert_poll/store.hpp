@@ -56,8 +56,8 @@ struct Update {
   std::int64_t certificate_id = 0;
   std::int64_t order_id = 0;
   Outcome outcome = Outcome::failed;
-  std::optional<std::string> error;           // nullopt stores NULL
-  std::optional<std::string> poll_identifier; // nullopt stores NULL
+  std::optional<std::string> error;             // nullopt stores NULL
+  std::optional<std::string> poll_identifier;   // nullopt stores NULL
   std::optional<IssuedCertificate> certificate; // set iff outcome == issued
 };
 

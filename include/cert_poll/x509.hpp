@@ -25,7 +25,8 @@ Result<Bytes> decode_base64(std::string_view text);
 std::string encode_base64(const Bytes &data);
 
 // Wraps DER in PEM armour with 64-character lines and a final newline.
-std::string der_to_pem(const Bytes &der, std::string_view label = "CERTIFICATE");
+std::string der_to_pem(const Bytes &der,
+                       std::string_view label = "CERTIFICATE");
 
 // A parsed X.509 certificate.
 class Certificate {
@@ -81,6 +82,7 @@ Result<std::string> renewal_info(const Certificate &leaf,
                                  const Certificate &issuer);
 
 // True when the certificate's public key is the request's public key.
-bool same_public_key(const Certificate &cert, const CertificateRequest &request);
+bool same_public_key(const Certificate &cert,
+                     const CertificateRequest &request);
 
 } // namespace cert_poll::x509

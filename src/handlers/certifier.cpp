@@ -1,1 +1,479 @@
 // SPDX-License-Identifier: Apache-2.0
+#include "cert_poll/handlers/certifier.hpp"
+
+#include "cert_poll/x509.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+namespace cert_poll {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view section = "CAhandler";
+constexpr int default_request_timeout_seconds = 20;
+constexpr std::size_t max_quoted_value_chars = 64;
+
+Error config_error(std::string message) {
+  return Error{ErrorKind::config, std::move(message)};
+}
+
+// The value of `key`, or nullopt when it is missing or empty.
+std::optional<std::string> non_empty_value(const IniFile &ini,
+                                           std::string_view key) {
+  std::optional<std::string> value = ini.value(section, key);
+  if (value && value->empty()) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+// Reads `key`, else the environment variable that `key`_variable names.
+// Messages name the variable, never its value.
+Result<std::string>
+read_value_or_variable(const IniFile &ini,
+                       const std::string &key,
+                       const EnvironmentLookup &environment) {
+  if (auto value = non_empty_value(ini, key)) {
+    return *value;
+  }
+  const std::string variable_key = key + "_variable";
+  const std::optional<std::string> variable =
+      non_empty_value(ini, variable_key);
+  if (!variable) {
+    return std::unexpected(config_error("missing '" + key +
+                                        "' in [CAhandler]: set '" + key +
+                                        "' or '" + variable_key + "'"));
+  }
+  const std::optional<std::string> value = environment(*variable);
+  if (!value || value->empty()) {
+    return std::unexpected(config_error(
+        "environment variable '" + *variable + "' named by '" + variable_key +
+        "' in [CAhandler] is not set or empty: export it or set '" + key +
+        "'"));
+  }
+  return *value;
+}
+
+Result<std::string> read_api_host(const IniFile &ini) {
+  std::optional<std::string> api_host = non_empty_value(ini, "api_host");
+  if (!api_host) {
+    return std::unexpected(config_error(
+        "missing 'api_host' in [CAhandler]: set it to the base URL of the "
+        "Certifier REST API"));
+  }
+  while (!api_host->empty() && api_host->back() == '/') {
+    api_host->pop_back();
+  }
+  auto origin = Origin::from_url(*api_host);
+  if (!origin) {
+    return std::unexpected(config_error("invalid 'api_host' in [CAhandler]: " +
+                                        origin.error().message));
+  }
+  return *api_host;
+}
+
+Result<HttpOptions> read_http_options(const IniFile &ini,
+                                      const ProxyList &proxies) {
+  HttpOptions options;
+  options.proxies = proxies;
+
+  const std::optional<std::string> bundle = non_empty_value(ini, "ca_bundle");
+  const std::optional<bool> bundle_flag =
+      bundle ? parse_bool(*bundle) : std::optional<bool>(true);
+  if (bundle_flag) {
+    options.tls_verification = *bundle_flag ? TlsVerification::system_store
+                                            : TlsVerification::disabled;
+  } else {
+    std::error_code ignored;
+    if (!std::filesystem::exists(*bundle, ignored)) {
+      return std::unexpected(
+          config_error("CA bundle '" + *bundle +
+                       "' from 'ca_bundle' in [CAhandler] does "
+                       "not exist: set it to a PEM file, True or False"));
+    }
+    options.tls_verification = TlsVerification::bundle_file;
+    options.ca_bundle = *bundle;
+  }
+
+  int seconds = default_request_timeout_seconds;
+  if (auto text = ini.value(section, "request_timeout")) {
+    const char *end = text->data() + text->size();
+    const auto [stop, code] = std::from_chars(text->data(), end, seconds);
+    if (code != std::errc() || stop != end || seconds <= 0) {
+      return std::unexpected(
+          config_error("invalid 'request_timeout' '" + *text +
+                       "' in [CAhandler]: set it "
+                       "to a positive whole number of seconds"));
+    }
+  }
+  options.timeout = std::chrono::seconds(seconds);
+  return options;
+}
+
+// ---- poll helpers ----
+
+// A value from a response, cut short and made printable for a message.
+std::string quote_value(std::string_view value) {
+  std::string text;
+  for (const char c : value.substr(0, max_quoted_value_chars)) {
+    const auto byte = static_cast<unsigned char>(c);
+    text.push_back(byte >= 0x20 && byte < 0x7f ? c : '?');
+  }
+  if (value.size() > max_quoted_value_chars) {
+    text += "...";
+  }
+  return "'" + text + "'";
+}
+
+PollResult make_result(PollStatus status, std::string message) {
+  PollResult result;
+  result.status = status;
+  result.message = std::move(message);
+  return result;
+}
+
+PollResult failed(std::string message) {
+  return make_result(PollStatus::failed, std::move(message));
+}
+
+Error protocol_error(std::string message) {
+  return Error{ErrorKind::protocol, std::move(message)};
+}
+
+Error missing_field(std::string_view field, std::string_view url) {
+  return protocol_error("response from '" + mask_url(url) + "' has no '" +
+                        std::string(field) + "' field");
+}
+
+// The scheme and authority of `api_host`, e.g. "https://ca.example:8443".
+std::string base_of(std::string_view api_host) {
+  const std::size_t authority_start = api_host.find("://");
+  if (authority_start == std::string_view::npos) {
+    return std::string(api_host);
+  }
+  const std::size_t path_start = api_host.find('/', authority_start + 3);
+  return std::string(api_host.substr(0, path_start));
+}
+
+// Resolves a link: a path starting with a single '/' is taken relative to
+// api_host's origin, anything else must be an absolute URL. HttpClient
+// rejects links on other origins.
+std::string resolve_link(std::string_view api_host, std::string_view link) {
+  if (link.starts_with('/') && !link.starts_with("//")) {
+    return base_of(api_host) + std::string(link);
+  }
+  return std::string(link);
+}
+
+Result<json> fetch_json(HttpClient &client, const std::string &url) {
+  auto response = client.get(url);
+  if (!response) {
+    return std::unexpected(response.error());
+  }
+  json document;
+  try {
+    document = json::parse(response->body);
+  } catch (const json::parse_error &error) {
+    return make_error(ErrorKind::parse,
+                      "invalid JSON from '" + mask_url(url) +
+                          "': " + error.what());
+  }
+  if (!document.is_object()) {
+    return make_error(ErrorKind::protocol,
+                      "response from '" + mask_url(url) +
+                          "' is not a JSON object");
+  }
+  return document;
+}
+
+// The string member `field` of `object`, or nullopt when it is absent or
+// null.
+Result<std::optional<std::string>> optional_string(const json &object,
+                                                   const std::string &field,
+                                                   std::string_view url) {
+  const auto member = object.find(field);
+  if (member == object.end() || member->is_null()) {
+    return std::optional<std::string>();
+  }
+  if (!member->is_string()) {
+    return std::unexpected(protocol_error("field '" + field +
+                                          "' in response from '" +
+                                          mask_url(url) + "' is not a string"));
+  }
+  return std::optional<std::string>(member->get<std::string>());
+}
+
+Result<std::string> required_string(const json &object,
+                                    const std::string &field,
+                                    std::string_view url) {
+  auto value = optional_string(object, field, url);
+  if (!value) {
+    return std::unexpected(value.error());
+  }
+  if (!*value) {
+    return std::unexpected(missing_field(field, url));
+  }
+  return std::move(**value);
+}
+
+// One certificate resource: the DER and the link to its issuer, if any.
+struct CertificateResource {
+  x509::Bytes der;
+  std::optional<std::string> issuer_link;
+};
+
+Result<CertificateResource> fetch_certificate(HttpClient &client,
+                                              const std::string &url) {
+  auto document = fetch_json(client, url);
+  if (!document) {
+    return std::unexpected(document.error());
+  }
+  auto encoded = required_string(*document, "certificateBase64", url);
+  if (!encoded) {
+    return std::unexpected(encoded.error());
+  }
+  auto der = x509::decode_base64(*encoded);
+  if (!der) {
+    return make_error(ErrorKind::parse,
+                      "invalid 'certificateBase64' in response from '" +
+                          mask_url(url) + "': " + der.error().message);
+  }
+  if (der->empty()) {
+    return make_error(ErrorKind::parse,
+                      "empty 'certificateBase64' in response from '" +
+                          mask_url(url) + "'");
+  }
+
+  auto issuer = optional_string(*document, "issuer", url);
+  if (issuer && !*issuer) {
+    issuer = optional_string(*document, "issuerCa", url);
+  }
+  if (!issuer) {
+    return std::unexpected(issuer.error());
+  }
+  return CertificateResource{std::move(*der), std::move(*issuer)};
+}
+
+// The `certificates.active` link of a CA resource.
+Result<std::string> fetch_active_certificate_link(HttpClient &client,
+                                                  const std::string &url) {
+  auto document = fetch_json(client, url);
+  if (!document) {
+    return std::unexpected(document.error());
+  }
+  const auto certificates = document->find("certificates");
+  if (certificates == document->end() || !certificates->is_object()) {
+    return std::unexpected(missing_field("certificates.active", url));
+  }
+  auto active = optional_string(*certificates, "active", url);
+  if (!active) {
+    return std::unexpected(active.error());
+  }
+  if (!*active) {
+    return std::unexpected(missing_field("certificates.active", url));
+  }
+  return std::move(**active);
+}
+
+Error with_step(std::string_view step, const Error &error) {
+  return Error{error.kind,
+               "cannot get " + std::string(step) + ": " + error.message,
+               error.http_status};
+}
+
+// Follows certificate -> issuer CA resource -> its active certificate until
+// a certificate names no issuer. A link back to a resource already in the
+// chain ends it, because a root CA resource may name itself as its issuer.
+Result<std::vector<x509::Bytes>> fetch_chain(HttpClient &client,
+                                             std::string_view api_host,
+                                             const std::string &leaf_url) {
+  std::vector<x509::Bytes> chain;
+  std::set<std::string> visited{leaf_url};
+  std::string certificate_url = leaf_url;
+  while (true) {
+    const std::string_view step =
+        chain.empty() ? "the certificate" : "an issuer certificate";
+    auto certificate = fetch_certificate(client, certificate_url);
+    if (!certificate) {
+      return std::unexpected(with_step(step, certificate.error()));
+    }
+    if (std::find(chain.begin(), chain.end(), certificate->der) !=
+        chain.end()) {
+      spdlog::debug("certifier: '{}' repeats a certificate of the chain, "
+                    "which ends here",
+                    mask_url(certificate_url));
+      break;
+    }
+    chain.push_back(std::move(certificate->der));
+    if (!certificate->issuer_link) {
+      break;
+    }
+
+    const std::string ca_url =
+        resolve_link(api_host, *certificate->issuer_link);
+    if (!visited.insert(ca_url).second) {
+      spdlog::debug("certifier: issuer link '{}' points into the chain, "
+                    "which ends here",
+                    mask_url(ca_url));
+      break;
+    }
+    if (chain.size() >=
+        static_cast<std::size_t>(CertifierHandler::max_chain_length)) {
+      return make_error(ErrorKind::protocol,
+                        "certificate chain from '" + mask_url(leaf_url) +
+                            "' is longer than " +
+                            std::to_string(CertifierHandler::max_chain_length) +
+                            " certificates: check the CA's issuer links");
+    }
+    auto active = fetch_active_certificate_link(client, ca_url);
+    if (!active) {
+      return std::unexpected(
+          with_step("an issuer CA resource", active.error()));
+    }
+    certificate_url = resolve_link(api_host, *active);
+    if (!visited.insert(certificate_url).second) {
+      spdlog::debug("certifier: active certificate link '{}' points into the "
+                    "chain, which ends here",
+                    mask_url(certificate_url));
+      break;
+    }
+  }
+  return chain;
+}
+
+PollResult issued_result(const std::vector<x509::Bytes> &chain) {
+  PollResult result = make_result(PollStatus::issued, std::string());
+  for (const x509::Bytes &der : chain) {
+    result.chain_pem += x509::der_to_pem(der);
+  }
+  result.cert_raw = x509::encode_base64(chain.front());
+  return result;
+}
+
+} // namespace
+
+Result<CertifierSettings>
+read_certifier_settings(const IniFile &ini,
+                        const ProxyList &proxies,
+                        const EnvironmentLookup &environment) {
+  CertifierSettings settings;
+  auto api_host = read_api_host(ini);
+  if (!api_host) {
+    return std::unexpected(api_host.error());
+  }
+  settings.api_host = std::move(*api_host);
+
+  auto user = read_value_or_variable(ini, "api_user", environment);
+  if (!user) {
+    return std::unexpected(user.error());
+  }
+  auto password = read_value_or_variable(ini, "api_password", environment);
+  if (!password) {
+    return std::unexpected(password.error());
+  }
+  settings.credentials =
+      BasicCredentials{std::move(*user), std::move(*password)};
+  settings.ca_name = ini.value(section, "ca_name").value_or(std::string());
+
+  auto http = read_http_options(ini, proxies);
+  if (!http) {
+    return std::unexpected(http.error());
+  }
+  settings.http = std::move(*http);
+  return settings;
+}
+
+Result<std::unique_ptr<CertifierHandler>>
+CertifierHandler::create(CertifierSettings settings) {
+  auto origin = Origin::from_url(settings.api_host);
+  if (!origin) {
+    return make_error(ErrorKind::config,
+                      "invalid 'api_host' in [CAhandler]: " +
+                          origin.error().message);
+  }
+  if (origin->scheme == "https" &&
+      settings.http.tls_verification == TlsVerification::disabled) {
+    spdlog::warn("TLS certificate verification is off for api_host '{}' "
+                 "because [CAhandler] ca_bundle is False",
+                 origin->to_string());
+  }
+  if (origin->scheme == "http") {
+    spdlog::warn("api_host '{}' uses plain HTTP, so the CA credentials travel "
+                 "unencrypted: use https",
+                 origin->to_string());
+  }
+  HttpClient client(settings.http, *origin, settings.credentials);
+  return std::unique_ptr<CertifierHandler>(
+      new CertifierHandler(std::move(settings), std::move(client)));
+}
+
+CertifierHandler::CertifierHandler(CertifierSettings settings,
+                                   HttpClient client)
+    : m_settings(std::move(settings)), m_client(std::move(client)) {}
+
+PollResult CertifierHandler::poll(const PendingRequest &request) {
+  const std::string request_url =
+      resolve_link(m_settings.api_host, request.poll_identifier);
+  auto resource = fetch_json(m_client, request_url);
+  if (!resource) {
+    return failed(with_step("the request status", resource.error()).message);
+  }
+  auto status = optional_string(*resource, "status", request_url);
+  if (!status) {
+    return failed(status.error().message);
+  }
+  if (!*status) {
+    return failed(missing_field("status", request_url).message);
+  }
+  spdlog::debug("certifier: request '{}' of certificate '{}' has status {}",
+                mask_url(request_url),
+                request.certificate_name,
+                quote_value(**status));
+
+  // NOTE: "pending" is the only waiting status known for sure, so any other
+  // value besides accepted and rejected is reported as a failure.
+  if (**status == "pending") {
+    return make_result(PollStatus::pending, std::string());
+  }
+  if (**status == "rejected") {
+    return make_result(PollStatus::rejected, "request rejected by the CA");
+  }
+  if (**status != "accepted") {
+    return failed("unknown request status " + quote_value(**status) +
+                  " from '" + mask_url(request_url) + "'");
+  }
+
+  auto link = optional_string(*resource, "certificate", request_url);
+  if (!link) {
+    return failed(link.error().message);
+  }
+  if (!*link) {
+    return failed("response from '" + mask_url(request_url) +
+                  "' has status 'accepted' but no 'certificate' field");
+  }
+  const std::string certificate_url = resolve_link(m_settings.api_host, **link);
+  auto chain = fetch_chain(m_client, m_settings.api_host, certificate_url);
+  if (!chain) {
+    return failed(chain.error().message);
+  }
+  spdlog::debug("certifier: certificate '{}' issued with a chain of {} "
+                "certificates",
+                request.certificate_name,
+                chain->size());
+  return issued_result(*chain);
+}
+
+} // namespace cert_poll

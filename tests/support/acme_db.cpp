@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "support/acme_db.hpp"
 
-#include "support/test_support.hpp"
-
 #include <stdexcept>
 
 #include <sqlite3.h>
+
+#include "support/test_support.hpp"
 
 namespace test_support {
 
@@ -27,7 +27,8 @@ void check(int code, sqlite3 *db, const std::string &what) {
 
 struct Statement {
   Statement(sqlite3 *db, const std::string &sql) : m_db(db) {
-    check(sqlite3_prepare_v2(db, sql.c_str(), -1, &m_statement, nullptr), db,
+    check(sqlite3_prepare_v2(db, sql.c_str(), -1, &m_statement, nullptr),
+          db,
           sql);
   }
   ~Statement() { sqlite3_finalize(m_statement); }
@@ -35,9 +36,10 @@ struct Statement {
   Statement &operator=(const Statement &) = delete;
 
   void bind(int index, const std::string &text) {
-    check(sqlite3_bind_text(m_statement, index, text.c_str(), -1,
-                            SQLITE_TRANSIENT),
-          m_db, "bind");
+    check(sqlite3_bind_text(
+              m_statement, index, text.c_str(), -1, SQLITE_TRANSIENT),
+          m_db,
+          "bind");
   }
   void bind_null(int index) {
     check(sqlite3_bind_null(m_statement, index), m_db, "bind");
@@ -62,10 +64,11 @@ struct Statement {
   sqlite3_stmt *m_statement = nullptr;
 };
 
-bool has_column(sqlite3 *db, const std::string &table,
+bool has_column(sqlite3 *db,
+                const std::string &table,
                 const std::string &column) {
-  Statement statement(db, "SELECT name FROM pragma_table_info('" + table +
-                              "') WHERE name = ?");
+  Statement statement(
+      db, "SELECT name FROM pragma_table_info('" + table + "') WHERE name = ?");
   statement.bind(1, column);
   return statement.step();
 }
@@ -82,7 +85,9 @@ AcmeDatabase::AcmeDatabase(std::filesystem::path path,
           "'[\"mailto:pki@example.com\"]')");
 }
 
-AcmeDatabase::~AcmeDatabase() { sqlite3_close(m_db); }
+AcmeDatabase::~AcmeDatabase() {
+  sqlite3_close(m_db);
+}
 
 void AcmeDatabase::execute(const std::string &sql) const {
   char *message = nullptr;
@@ -110,8 +115,9 @@ void AcmeDatabase::add_order(const std::string &order_name,
   order.step();
   std::int64_t order_id = sqlite3_last_insert_rowid(m_db);
 
-  Statement certificate(m_db, "INSERT INTO certificate (name, order_id, csr, "
-                              "poll_identifier, error) VALUES (?, ?, ?, ?, ?)");
+  Statement certificate(m_db,
+                        "INSERT INTO certificate (name, order_id, csr, "
+                        "poll_identifier, error) VALUES (?, ?, ?, ?, ?)");
   certificate.bind(1, certificate_name);
   certificate.bind(2, std::to_string(order_id));
   certificate.bind(3, csr);
@@ -134,10 +140,11 @@ CertificateRow AcmeDatabase::row(const std::string &certificate_name) const {
                                   "c.issue_uts, c.expire_uts"
                                 : "NULL, NULL, NULL, 0, 0";
   Statement statement(
-      m_db, "SELECT s.name, c.cert, c.cert_raw, c.error, c.poll_identifier, " +
-                columns +
-                " FROM certificate c JOIN orders o ON o.id = c.order_id "
-                "JOIN status s ON s.id = o.status_id WHERE c.name = ?");
+      m_db,
+      "SELECT s.name, c.cert, c.cert_raw, c.error, c.poll_identifier, " +
+          columns +
+          " FROM certificate c JOIN orders o ON o.id = c.order_id "
+          "JOIN status s ON s.id = o.status_id WHERE c.name = ?");
   statement.bind(1, certificate_name);
   if (!statement.step()) {
     throw std::runtime_error("no certificate row " + certificate_name);
@@ -157,14 +164,14 @@ CertificateRow AcmeDatabase::row(const std::string &certificate_name) const {
 }
 
 std::string AcmeDatabase::dump() const {
-  auto result = run_command("sqlite3 " + shell_quote(m_path.string()) +
-                            " .dump");
+  auto result =
+      run_command("sqlite3 " + shell_quote(m_path.string()) + " .dump");
   return result.output;
 }
 
 std::string AcmeDatabase::schema_sql() const {
-  auto result = run_command("sqlite3 " + shell_quote(m_path.string()) +
-                            " .schema");
+  auto result =
+      run_command("sqlite3 " + shell_quote(m_path.string()) + " .schema");
   return result.output;
 }
 

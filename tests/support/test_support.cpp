@@ -70,9 +70,13 @@ KeyAndCsr make_key_and_csr(const std::string &common_name,
   X509_REQ_set_version(request.get(), 0);
   X509_NAME *name = X509_REQ_get_subject_name(request.get());
   require(X509_NAME_add_entry_by_txt(
-              name, "CN", MBSTRING_UTF8,
-              reinterpret_cast<const unsigned char *>(common_name.c_str()), -1,
-              -1, 0) == 1,
+              name,
+              "CN",
+              MBSTRING_UTF8,
+              reinterpret_cast<const unsigned char *>(common_name.c_str()),
+              -1,
+              -1,
+              0) == 1,
           "X509_NAME_add_entry_by_txt");
 
   std::vector<std::string> names = dns_names;
@@ -106,8 +110,8 @@ KeyAndCsr make_key_and_csr(const std::string &common_name,
   result.csr_base64 = cert_poll::x509::encode_base64(result.csr_der);
 
   std::unique_ptr<BIO, BioFree> bio(BIO_new(BIO_s_mem()));
-  require(PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0,
-                                   nullptr, nullptr) == 1,
+  require(PEM_write_bio_PrivateKey(
+              bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1,
           "PEM_write_bio_PrivateKey");
   result.key_pem = bio_text(bio.get());
   return result;

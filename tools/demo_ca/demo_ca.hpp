@@ -19,16 +19,16 @@ namespace demo_ca {
 // How the CA answers for one request. The first three are the decisions a
 // CA operator makes; the rest are faults for tests.
 enum class Behaviour {
-  approve,            // status "accepted", certificate signed from the CSR
-  reject,             // status "rejected"
-  pending,            // status "pending"
-  unknown_status,     // status "on-hold-forever", a value the API never sends
-  server_error,       // HTTP 500 on the request resource
-  invalid_json,       // 200 with a body that is not JSON
+  approve,        // status "accepted", certificate signed from the CSR
+  reject,         // status "rejected"
+  pending,        // status "pending"
+  unknown_status, // status "on-hold-forever", a value the API never sends
+  server_error,   // HTTP 500 on the request resource
+  invalid_json,   // 200 with a body that is not JSON
   missing_certificate_base64, // certificate resource without the field
-  leaf_only,          // certificate resource without issuer link
-  wrong_key,          // certificate signed for a different public key
-  slow,               // request resource answers after Options::slow_delay
+  leaf_only,                  // certificate resource without issuer link
+  wrong_key,                  // certificate signed for a different public key
+  slow, // request resource answers after Options::slow_delay
 };
 
 // Parses "approve", "reject", ... (the enumerator names); throws
@@ -40,8 +40,8 @@ struct Options {
   std::string host = "127.0.0.1"; // must be a loopback address
   int port = 0;                   // 0 picks a free port
   std::string user = "demo";
-  std::string password;           // basic-auth password the CA accepts
-  std::chrono::milliseconds latency{0};    // added to every response
+  std::string password;                 // basic-auth password the CA accepts
+  std::chrono::milliseconds latency{0}; // added to every response
   std::chrono::milliseconds slow_delay{5000}; // for Behaviour::slow
 };
 

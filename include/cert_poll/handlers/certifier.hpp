@@ -23,9 +23,10 @@ struct CertifierSettings {
 // api_password or api_password_variable, ca_name, ca_bundle (True, False or
 // a path), request_timeout (seconds). Fails with ErrorKind::config naming the
 // key and the fix.
-Result<CertifierSettings> read_certifier_settings(
-    const IniFile &ini, const ProxyList &proxies,
-    const EnvironmentLookup &environment);
+Result<CertifierSettings>
+read_certifier_settings(const IniFile &ini,
+                        const ProxyList &proxies,
+                        const EnvironmentLookup &environment);
 
 // Polls Insta Certifier's REST API: the request resource, then the issued
 // certificate, then its issuers until a CA certificate names no issuer.
