@@ -260,6 +260,42 @@ TEST_F(ExampleDatabase, DebugLogHasNoSecret) {
   EXPECT_EQ(result.output.find("Basic "), std::string::npos);
 }
 
+TEST_F(ExampleDatabase, ConfigDebugTurnsOnDebugLog) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  std::string text = test_support::read_file(config);
+  text.replace(text.find("debug: False"), 12, "debug: True");
+  test_support::write_file(config, text);
+
+  auto result = run_cert_poll("--config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_NE(result.output.find(": debug: "), std::string::npos)
+      << result.output;
+}
+
+TEST_F(ExampleDatabase, QuietKeepsOnlyWarningsAndErrors) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+
+  auto result = run_cert_poll("-q --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_EQ(result.output, "");
+  EXPECT_EQ(order_states(db)["Ord1Approved"], "valid");
+}
+
+TEST_F(ExampleDatabase, NothingNewPrintsNothingOffTerminal) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  run_cert_poll("--config " + shell_quote(config.string()));
+
+  auto second = run_cert_poll("--config " + shell_quote(config.string()));
+
+  EXPECT_EQ(second.exit_status, 0) << second.output;
+  EXPECT_EQ(second.output, "") << "cron mails every line";
+}
+
 TEST_F(ExampleDatabase, FailedRequestGivesExitOne) {
   fs::path db = copy_example("acme_srv.db");
   fs::path config = write_config(db);
