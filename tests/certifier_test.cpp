@@ -11,18 +11,15 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include "demo_ca.hpp"
+#include "support/test_server.hpp"
 #include "support/test_support.hpp"
 
 namespace {
@@ -35,6 +32,9 @@ using cert_poll::PollResult;
 using cert_poll::PollStatus;
 using cert_poll::TlsVerification;
 using demo_ca::Behaviour;
+using test_support::make_self_signed;
+using test_support::TestCertificate;
+using test_support::TestServer;
 
 std::string random_password() {
   std::random_device device;
@@ -279,98 +279,25 @@ TEST_F(CertifierDemoTest, SlowCaTimesOut) {
 
 // ---- issuer links, against a server of our own ----
 
-struct TestIdentity {
-  std::shared_ptr<X509> cert;
-  std::shared_ptr<EVP_PKEY> key;
-  cert_poll::x509::Bytes der;
-};
-
-void require(bool condition, const char *call) {
-  if (!condition) {
-    throw std::runtime_error(std::string("OpenSSL call failed: ") + call);
-  }
-}
-
-// A self-signed CA certificate for 127.0.0.1.
-TestIdentity make_self_signed(const std::string &common_name, long serial) {
-  std::shared_ptr<EVP_PKEY> key(EVP_EC_gen("P-256"), EVP_PKEY_free);
-  require(key != nullptr, "EVP_EC_gen");
-  std::shared_ptr<X509> cert(X509_new(), X509_free);
-  require(cert != nullptr, "X509_new");
-  X509_set_version(cert.get(), 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial);
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
-  require(X509_set_pubkey(cert.get(), key.get()) == 1, "X509_set_pubkey");
-  X509_NAME *name = X509_get_subject_name(cert.get());
-  require(X509_NAME_add_entry_by_txt(
-              name,
-              "CN",
-              MBSTRING_UTF8,
-              reinterpret_cast<const unsigned char *>(common_name.c_str()),
-              -1,
-              -1,
-              0) == 1,
-          "X509_NAME_add_entry_by_txt");
-  require(X509_set_issuer_name(cert.get(), name) == 1, "X509_set_issuer_name");
-  X509V3_CTX context;
-  X509V3_set_ctx_nodb(&context);
-  X509V3_set_ctx(&context, cert.get(), cert.get(), nullptr, nullptr, 0);
-  X509_EXTENSION *extension = X509V3_EXT_conf_nid(
-      nullptr, &context, NID_subject_alt_name, "IP:127.0.0.1");
-  require(extension != nullptr, "X509V3_EXT_conf_nid");
-  require(X509_add_ext(cert.get(), extension, -1) == 1, "X509_add_ext");
-  X509_EXTENSION_free(extension);
-  require(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0, "X509_sign");
-
-  unsigned char *der = nullptr;
-  const int length = i2d_X509(cert.get(), &der);
-  require(length > 0, "i2d_X509");
-  cert_poll::x509::Bytes bytes(der, der + length);
-  OPENSSL_free(der);
-  return TestIdentity{cert, key, std::move(bytes)};
-}
-
 // An HTTPS server on 127.0.0.1 that serves Certifier-like JSON resources
 // whose issuer links loop or never end.
 class LinkServer {
 public:
   LinkServer()
-      : m_identity(make_self_signed("link-server", 1)),
-        m_leaf(make_self_signed("leaf", 2)),
-        m_server(m_identity.cert.get(), m_identity.key.get()) {
+      : m_identity(make_self_signed("link-server")),
+        m_leaf(make_self_signed("leaf")), m_server(m_identity) {
     add_routes();
-    m_port = m_server.bind_to_any_port("127.0.0.1");
-    if (m_port <= 0) {
-      throw std::runtime_error("cannot bind the link server on 127.0.0.1");
-    }
-    m_thread = std::thread([this] { m_server.listen_after_bind(); });
-    while (!m_server.is_running()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  }
-  ~LinkServer() {
-    m_server.stop();
-    m_thread.join();
+    m_server.start();
   }
   LinkServer(const LinkServer &) = delete;
   LinkServer &operator=(const LinkServer &) = delete;
 
-  std::string url(const std::string &path) const {
-    return "https://127.0.0.1:" + std::to_string(m_port) + path;
-  }
+  std::string url(const std::string &path) const { return m_server.url(path); }
   int certificate_fetches() const { return m_certificate_fetches; }
   int root_ca_fetches() const { return m_root_ca_fetches; }
 
   CertifierSettings settings(const test_support::TempDir &folder) const {
-    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()),
-                                                  BIO_free);
-    PEM_write_bio_X509(bio.get(), m_identity.cert.get());
-    char *data = nullptr;
-    const long length = BIO_get_mem_data(bio.get(), &data);
-    test_support::write_file(
-        folder / "link.pem",
-        std::string(data, static_cast<std::size_t>(length)));
+    test_support::write_file(folder / "link.pem", m_identity.pem);
 
     CertifierSettings settings;
     settings.api_host = url("");
@@ -392,23 +319,25 @@ private:
   }
 
   void add_routes() {
+    httplib::Server &routes = m_server.routes();
+
     // The root's certificate names the root CA resource as its issuer.
-    m_server.Get("/v1/requests/self-issuer", [](const auto &, auto &response) {
+    routes.Get("/v1/requests/self-issuer", [](const auto &, auto &response) {
       reply(response,
             {{"status", "accepted"}, {"certificate", "/v1/certificates/leaf"}});
     });
-    m_server.Get("/v1/certificates/leaf", [this](const auto &, auto &response) {
+    routes.Get("/v1/certificates/leaf", [this](const auto &, auto &response) {
       ++m_certificate_fetches;
       reply(response,
             {{"certificateBase64", base64(m_leaf.der)},
              {"issuer", url("/v1/cas/root")}});
     });
-    m_server.Get("/v1/cas/root", [this](const auto &, auto &response) {
+    routes.Get("/v1/cas/root", [this](const auto &, auto &response) {
       ++m_root_ca_fetches;
       reply(response,
             {{"certificates", {{"active", url("/v1/certificates/root")}}}});
     });
-    m_server.Get("/v1/certificates/root", [this](const auto &, auto &response) {
+    routes.Get("/v1/certificates/root", [this](const auto &, auto &response) {
       ++m_certificate_fetches;
       reply(response,
             {{"certificateBase64", base64(m_identity.der)},
@@ -416,23 +345,23 @@ private:
     });
 
     // Every CA resource has a new URL and a new certificate.
-    m_server.Get("/v1/requests/endless", [](const auto &, auto &response) {
+    routes.Get("/v1/requests/endless", [](const auto &, auto &response) {
       reply(response,
             {{"status", "accepted"},
              {"certificate", "/v1/certificates/endless-0"}});
     });
-    m_server.Get(R"(/v1/certificates/endless-(\d+))",
-                 [this](const auto &request, auto &response) {
-                   ++m_certificate_fetches;
-                   const std::string number = request.matches[1];
-                   const std::string fake_der = "certificate " + number;
-                   reply(response,
-                         {{"certificateBase64",
-                           base64(cert_poll::x509::Bytes(fake_der.begin(),
-                                                         fake_der.end()))},
-                          {"issuer", "/v1/cas/endless-" + number}});
-                 });
-    m_server.Get(
+    routes.Get(R"(/v1/certificates/endless-(\d+))",
+               [this](const auto &request, auto &response) {
+                 ++m_certificate_fetches;
+                 const std::string number = request.matches[1];
+                 const std::string fake_der = "certificate " + number;
+                 reply(response,
+                       {{"certificateBase64",
+                         base64(cert_poll::x509::Bytes(fake_der.begin(),
+                                                       fake_der.end()))},
+                        {"issuer", "/v1/cas/endless-" + number}});
+               });
+    routes.Get(
         R"(/v1/cas/endless-(\d+))", [](const auto &request, auto &response) {
           const int next = std::stoi(request.matches[1]) + 1;
           reply(response,
@@ -442,47 +371,45 @@ private:
         });
 
     // Each CA resource has a new URL but serves the same root certificate.
-    m_server.Get("/v1/requests/alias", [](const auto &, auto &response) {
+    routes.Get("/v1/requests/alias", [](const auto &, auto &response) {
       reply(response,
             {{"status", "accepted"},
              {"certificate", "/v1/certificates/alias-leaf"}});
     });
-    m_server.Get("/v1/certificates/alias-leaf",
-                 [this](const auto &, auto &response) {
-                   ++m_certificate_fetches;
-                   reply(response,
-                         {{"certificateBase64", base64(m_leaf.der)},
-                          {"issuer", "/v1/cas/alias-0"}});
-                 });
-    m_server.Get(R"(/v1/cas/alias-(\d+))",
-                 [](const auto &request, auto &response) {
-                   const std::string number = request.matches[1];
-                   reply(response,
-                         {{"certificates",
-                           {{"active", "/v1/certificates/alias-" + number}}}});
-                 });
-    m_server.Get(R"(/v1/certificates/alias-(\d+))",
-                 [this](const auto &request, auto &response) {
-                   ++m_certificate_fetches;
-                   const int next = std::stoi(request.matches[1]) + 1;
-                   reply(response,
-                         {{"certificateBase64", base64(m_identity.der)},
-                          {"issuer", "/v1/cas/alias-" + std::to_string(next)}});
-                 });
+    routes.Get("/v1/certificates/alias-leaf",
+               [this](const auto &, auto &response) {
+                 ++m_certificate_fetches;
+                 reply(response,
+                       {{"certificateBase64", base64(m_leaf.der)},
+                        {"issuer", "/v1/cas/alias-0"}});
+               });
+    routes.Get(R"(/v1/cas/alias-(\d+))",
+               [](const auto &request, auto &response) {
+                 const std::string number = request.matches[1];
+                 reply(response,
+                       {{"certificates",
+                         {{"active", "/v1/certificates/alias-" + number}}}});
+               });
+    routes.Get(R"(/v1/certificates/alias-(\d+))",
+               [this](const auto &request, auto &response) {
+                 ++m_certificate_fetches;
+                 const int next = std::stoi(request.matches[1]) + 1;
+                 reply(response,
+                       {{"certificateBase64", base64(m_identity.der)},
+                        {"issuer", "/v1/cas/alias-" + std::to_string(next)}});
+               });
 
     // The certificate link points to another origin.
-    m_server.Get("/v1/requests/foreign", [](const auto &, auto &response) {
+    routes.Get("/v1/requests/foreign", [](const auto &, auto &response) {
       reply(response,
             {{"status", "accepted"},
              {"certificate", "https://[::1]:1/v1/certificates/leaf"}});
     });
   }
 
-  TestIdentity m_identity;
-  TestIdentity m_leaf;
-  httplib::SSLServer m_server;
-  int m_port = 0;
-  std::thread m_thread;
+  TestCertificate m_identity;
+  TestCertificate m_leaf;
+  TestServer m_server;
   std::atomic<int> m_certificate_fetches{0};
   std::atomic<int> m_root_ca_fetches{0};
 };
