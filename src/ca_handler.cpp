@@ -83,7 +83,10 @@ make_ca_handler(const Config &config, const EnvironmentLookup &environment) {
   auto settings =
       read_certifier_settings(config.ini, config.proxies, environment);
   if (!settings) {
-    return std::unexpected(settings.error());
+    // Name the file, as the messages of load_config do.
+    Error error = settings.error();
+    error.message = config.config_file.string() + ": " + error.message;
+    return std::unexpected(std::move(error));
   }
   auto handler = CertifierHandler::create(std::move(*settings));
   if (!handler) {

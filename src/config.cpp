@@ -37,6 +37,16 @@ std::string quote(std::string_view text) {
   return "'" + std::string(text) + "'";
 }
 
+// Names a line in an error message by its key only, because the value may be
+// a password that must not reach a log or a cron mail.
+std::string describe_line(std::string_view text) {
+  std::size_t separator = text.find_first_of(":=");
+  if (separator == std::string_view::npos) {
+    return "a line without ':' or '='";
+  }
+  return "key " + quote(strip(text.substr(0, separator)));
+}
+
 // Splits at "\n", "\r\n" and "\r", the line ends that Python's universal
 // newlines mode accepts when configparser reads a file.
 std::vector<std::string_view> split_lines(std::string_view text) {
@@ -128,7 +138,7 @@ Result<void> IniReader::read_line(std::size_t number, std::string_view line) {
   }
   if (m_section == nullptr) {
     return error_at(number,
-                    "missing section header before " + quote(text) +
+                    "missing section header before " + describe_line(text) +
                         ": start the file with a [section] line");
   }
   return add_option(number, text);
@@ -156,13 +166,13 @@ Result<void> IniReader::add_option(std::size_t number, std::string_view text) {
   std::size_t separator = text.find_first_of(":=");
   if (separator == std::string_view::npos) {
     return error_at(number,
-                    "invalid line " + quote(text) +
-                        ": expected [section], key = value or key: value");
+                    "invalid line without ':' or '=': expected [section], "
+                    "key = value or key: value");
   }
   std::string key(strip(text.substr(0, separator)));
   if (key.empty()) {
     return error_at(number,
-                    "missing key in " + quote(text) + ": write key = value");
+                    "missing key before the separator: write key = value");
   }
 
   auto [found, inserted] =

@@ -33,7 +33,8 @@ constexpr const char *k_exit_status_help = R"(Exit status:
   1  one or more requests could not be polled or stored (CA unreachable,
      bad response, failed check); they are polled again next run
   2  usage or configuration error
-  3  database error (missing, not SQLite, not acme2certifier, unreadable))";
+  3  database error: missing, not SQLite, not acme2certifier's, not
+     writable, or locked by another process past the busy timeout)";
 
 struct Arguments {
   Overrides overrides;
@@ -111,8 +112,7 @@ void add_options(CLI::App &app, Arguments &arguments) {
 // only news unless -v is given.
 void log_summary(const PassSummary &summary, bool dry_run) {
   std::string line = fmt::format(
-      "{}{} issued, {} still pending, {} rejected, {} failed, {} skipped "
-      "without poll identifier",
+      "{}{} issued, {} still pending, {} rejected, {} failed, {} skipped",
       dry_run ? "dry run, nothing written: " : "",
       summary.issued,
       summary.pending,
@@ -152,6 +152,9 @@ int run(const Arguments &arguments) {
     return fail(summary.error());
   }
   log_summary(*summary, arguments.pass.dry_run);
+  if (summary->database_error) {
+    return exit_database;
+  }
   return summary->failed > 0 ? exit_poll_failed : exit_ok;
 }
 

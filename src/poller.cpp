@@ -90,6 +90,10 @@ void log_outcome(const PendingRequest &request,
   std::string prefix = "order " + in_quotes(request.order_name) +
                        ", certificate " + in_quotes(request.certificate_name) +
                        (dry_run ? ": would record: " : ": ");
+  if (report.skipped) {
+    spdlog::info("{}skipped: {}", prefix, report.message);
+    return;
+  }
   switch (report.outcome) {
   case Outcome::issued:
   case Outcome::rejected:
@@ -104,8 +108,12 @@ void log_outcome(const PendingRequest &request,
   }
 }
 
-void count(PassSummary &summary, Outcome outcome) {
-  switch (outcome) {
+void count(PassSummary &summary, const RequestReport &report) {
+  if (report.skipped) {
+    ++summary.skipped;
+    return;
+  }
+  switch (report.outcome) {
   case Outcome::issued:
     ++summary.issued;
     break;
@@ -121,23 +129,43 @@ void count(PassSummary &summary, Outcome outcome) {
   }
 }
 
-// Writes one update and reports the outcome that is stored. A failed write
+// True when the stored row already contains what `update` would write, which
+// is the common case for a request that is still pending.
+bool already_stored(const PendingRequest &request, const Update &update) {
+  if (update.outcome != Outcome::pending && update.outcome != Outcome::failed) {
+    return false;
+  }
+  return update.error.value_or("") == request.error &&
+         update.poll_identifier.value_or("") == request.poll_identifier;
+}
+
+// Writes one update and reports what is stored afterwards. A failed write
 // turns the outcome into failed, and the request is polled again next run
-// because nothing of it was stored.
+// because nothing of it was stored. An order that another process changed
+// meanwhile is skipped: that is no fault of the CA or of the database.
 RequestReport record_update(Store &store,
                             const PendingRequest &request,
                             const Update &update,
-                            const PassOptions &options) {
+                            const PassOptions &options,
+                            std::optional<Error> &locked) {
   RequestReport report{request.order_name,
                        request.certificate_name,
                        update.outcome,
                        describe(update)};
-  if (options.dry_run) {
+  if (options.dry_run || already_stored(request, update)) {
     return report;
   }
   auto written = store.record(update);
   if (written) {
     return report;
+  }
+  if (written.error().kind == ErrorKind::conflict) {
+    report.skipped = true;
+    report.message = written.error().message;
+    return report;
+  }
+  if (written.error().kind == ErrorKind::busy) {
+    locked = written.error();
   }
   report.outcome = Outcome::failed;
   report.message = "not stored: " + written.error().message;
@@ -167,11 +195,10 @@ Result<bool> order_is_processing(Store &store, const std::string &order_name) {
     return std::unexpected(status.error());
   }
   if (!*status) {
-    return make_error(
-        ErrorKind::usage,
-        "order " + in_quotes(order_name) + " not found in " +
-            in_quotes(store.path().string()) +
-            ": check the name with --list or in the orders table");
+    return make_error(ErrorKind::usage,
+                      "order " + in_quotes(order_name) + " not found in " +
+                          in_quotes(store.path().string()) +
+                          ": check the name in the orders table");
   }
   if (**status != "processing") {
     spdlog::info("order {} is {}, not processing: nothing to poll",
@@ -209,15 +236,26 @@ run_pass(Store &store, CaHandler &handler, const PassOptions &options) {
 
   bool warned_missing_columns = false;
   for (const auto &request : pending->requests) {
+    if (summary.database_error) {
+      // The database stayed locked past the busy timeout: polling the rest
+      // would only fetch results from the CA that cannot be stored.
+      summary.requests.push_back({request.order_name,
+                                  request.certificate_name,
+                                  Outcome::failed,
+                                  "not polled: the database is locked"});
+      ++summary.failed;
+      continue;
+    }
     PollResult result = handler.poll(request);
     Update update = make_update(request, result);
     if (update.outcome == Outcome::issued && !warned_missing_columns) {
       warn_missing_columns(store);
       warned_missing_columns = true;
     }
-    RequestReport report = record_update(store, request, update, options);
+    RequestReport report =
+        record_update(store, request, update, options, summary.database_error);
     log_outcome(request, report, options.dry_run);
-    count(summary, report.outcome);
+    count(summary, report);
     summary.requests.push_back(std::move(report));
   }
   return summary;

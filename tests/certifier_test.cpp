@@ -488,9 +488,32 @@ read_settings(const std::string &section_body,
 const std::string credentials_lines = "api_user: poll-user\n"
                                       "api_password: fake-password\n";
 
+TEST(CertifierSettings, RejectsBundleWithoutCertificate) {
+  test_support::TempDir folder;
+  test_support::write_file(folder / "bundle.pem", "not a certificate\n");
+
+  const auto from_file =
+      read_settings("api_host: https://ca.example\n" + credentials_lines +
+                    "ca_bundle: " + (folder / "bundle.pem").string() + "\n");
+  const auto from_folder =
+      read_settings("api_host: https://ca.example\n" + credentials_lines +
+                    "ca_bundle: " + folder.path().string() + "\n");
+
+  ASSERT_FALSE(from_file.has_value());
+  EXPECT_EQ(from_file.error().kind, cert_poll::ErrorKind::config);
+  EXPECT_NE(from_file.error().message.find("holds no valid PEM certificate"),
+            std::string::npos)
+      << from_file.error().message;
+  ASSERT_FALSE(from_folder.has_value());
+  EXPECT_NE(from_folder.error().message.find("is not a readable file"),
+            std::string::npos)
+      << from_folder.error().message;
+}
+
 TEST(CertifierSettings, ReadsAllKeys) {
   test_support::TempDir folder;
-  test_support::write_file(folder / "bundle.pem", "placeholder");
+  test_support::write_file(folder / "bundle.pem",
+                           test_support::make_self_signed("bundle CA").pem);
   const auto settings =
       read_settings("api_host: https://ca.example:8443/\n" + credentials_lines +
                     "ca_name: issuing-ca\n"

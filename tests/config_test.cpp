@@ -354,13 +354,14 @@ TEST(IniError, MissingSectionHeader) {
                         "\n"
                         "\n"
                         "debug: True\n"),
-            "acme_srv.cfg:7: missing section header before 'debug: True': "
+            "acme_srv.cfg:7: missing section header before key 'debug': "
             "start the file with a [section] line");
 }
 
 TEST(IniError, MissingSectionHeaderForAnyLine) {
   EXPECT_EQ(parse_error("garbage\n[s]\n"),
-            "acme_srv.cfg:1: missing section header before 'garbage': "
+            "acme_srv.cfg:1: missing section header before a line without ':' "
+            "or '=': "
             "start the file with a [section] line");
 }
 
@@ -400,20 +401,34 @@ TEST(IniError, SameKeyInTwoSectionsAllowed) {
 }
 
 TEST(IniError, LineWithoutSeparator) {
-  EXPECT_EQ(parse_error("[s]\nkey = 1\njust words\n"),
-            "acme_srv.cfg:3: invalid line 'just words': expected [section], "
-            "key = value or key: value");
+  EXPECT_EQ(
+      parse_error("[s]\nkey = 1\njust words\n"),
+      "acme_srv.cfg:3: invalid line without ':' or '=': expected [section], "
+      "key = value or key: value");
+}
+
+TEST(IniError, MessagesOmitValues) {
+  const std::string secret = "hunter2-not-a-real-secret";
+
+  EXPECT_EQ(parse_error("[s]\napi_password " + secret + "\n").find(secret),
+            std::string::npos);
+  EXPECT_EQ(parse_error("api_password: " + secret + "\n").find(secret),
+            std::string::npos);
+  EXPECT_EQ(parse_error("[s]\n= " + secret + "\n").find(secret),
+            std::string::npos);
 }
 
 TEST(IniError, EmptySectionName) {
-  EXPECT_EQ(parse_error("[s]\n[]\n"),
-            "acme_srv.cfg:2: invalid line '[]': expected [section], "
-            "key = value or key: value");
+  EXPECT_EQ(
+      parse_error("[s]\n[]\n"),
+      "acme_srv.cfg:2: invalid line without ':' or '=': expected [section], "
+      "key = value or key: value");
 }
 
 TEST(IniError, MissingKey) {
-  EXPECT_EQ(parse_error("[s]\n = value\n"),
-            "acme_srv.cfg:2: missing key in '= value': write key = value");
+  EXPECT_EQ(
+      parse_error("[s]\n = value\n"),
+      "acme_srv.cfg:2: missing key before the separator: write key = value");
 }
 
 // --- IniFile::load ---
@@ -440,8 +455,9 @@ TEST(IniLoad, ErrorNamesPathAndLine) {
   ASSERT_FALSE(ini.has_value());
   EXPECT_EQ(ini.error().kind, ErrorKind::config);
   EXPECT_EQ(ini.error().message,
-            path.string() + ":2: invalid line 'broken': expected [section], "
-                            "key = value or key: value");
+            path.string() +
+                ":2: invalid line without ':' or '=': expected [section], "
+                "key = value or key: value");
 }
 
 TEST(IniLoad, MissingFile) {
@@ -886,7 +902,7 @@ TEST(LoadConfig, ParseErrorNamesPath) {
   EXPECT_EQ(config.error().kind, ErrorKind::config);
   EXPECT_EQ(config.error().message,
             path.string() +
-                ":1: missing section header before 'debug: True': start the "
+                ":1: missing section header before key 'debug': start the "
                 "file with a [section] line");
 }
 

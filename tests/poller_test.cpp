@@ -8,8 +8,12 @@
 #include "cert_poll/store.hpp"
 #include "cert_poll/x509.hpp"
 
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -95,6 +99,7 @@ protected:
                        const PassOptions &options = {}) {
     cert_poll::StoreOptions store_options;
     store_options.read_only = options.dry_run;
+    store_options.busy_timeout = m_busy_timeout;
     auto store = cert_poll::Store::open(m_database->path(), store_options);
     EXPECT_TRUE(store.has_value()) << store.error().message;
     auto handler =
@@ -113,7 +118,29 @@ protected:
   std::unique_ptr<demo_ca::DemoCa> m_ca;
   std::unique_ptr<AcmeDatabase> m_database;
   long m_timeout_ms = 10000;
+  std::chrono::milliseconds m_busy_timeout{10000};
 };
+
+// SQLite's file change counter (bytes 24-27 of the header), which every
+// committed write transaction in rollback-journal mode increments.
+std::uint32_t change_counter(const std::filesystem::path &db) {
+  std::string header = test_support::read_file(db).substr(24, 4);
+  std::uint32_t counter = 0;
+  for (char byte : header) {
+    counter = (counter << 8) | static_cast<unsigned char>(byte);
+  }
+  return counter;
+}
+
+int request_resources_polled(const demo_ca::DemoCa &ca) {
+  int count = 0;
+  for (const auto &request : ca.received()) {
+    if (request.path.starts_with("/v1/requests/")) {
+      ++count;
+    }
+  }
+  return count;
+}
 
 TEST_F(PollPass, ApprovedOrderBecomesValid) {
   add_processing("Good", Behaviour::approve);
@@ -380,6 +407,59 @@ TEST_F(PollPass, OldSchemaGetsOnlyItsColumns) {
   EXPECT_EQ(count_pem_blocks(*stored.cert), 3);
   EXPECT_TRUE(stored.cert_raw.has_value());
   EXPECT_EQ(m_database->schema_sql(), schema_before);
+}
+
+TEST_F(PollPass, UnchangedPendingCausesNoWrite) {
+  add_processing("Wait", Behaviour::pending);
+  add_processing("Down", Behaviour::server_error);
+  run();
+  std::uint32_t after_first = change_counter(m_database->path());
+
+  PassSummary second = run();
+
+  EXPECT_EQ(second.pending, 1);
+  EXPECT_EQ(second.failed, 1);
+  EXPECT_EQ(change_counter(m_database->path()), after_first);
+}
+
+TEST_F(PollPass, OrderChangedElsewhereIsSkipped) {
+  add_processing("Raced", Behaviour::approve);
+  m_ca->set_behaviour("req-Raced", Behaviour::slow);
+  m_timeout_ms = 10000;
+  std::thread other_writer([this] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    m_database->execute("UPDATE orders SET status_id = (SELECT id FROM status "
+                        "WHERE name = 'invalid') WHERE name = 'OrdRaced'");
+  });
+
+  PassSummary summary = run();
+  other_writer.join();
+
+  EXPECT_EQ(summary.issued, 0);
+  EXPECT_EQ(summary.failed, 0);
+  EXPECT_EQ(summary.skipped, 1);
+  auto stored = row("Raced");
+  EXPECT_EQ(stored.order_status, "invalid");
+  EXPECT_FALSE(stored.cert.has_value());
+}
+
+TEST_F(PollPass, LockedDatabaseStopsPass) {
+  add_processing("One", Behaviour::approve);
+  add_processing("Two", Behaviour::approve);
+  add_processing("Three", Behaviour::approve);
+  m_busy_timeout = std::chrono::milliseconds(200);
+  // A RESERVED lock lets cert_poll read the pending list but not write.
+  m_database->execute("BEGIN IMMEDIATE");
+
+  PassSummary summary = run();
+  m_database->execute("ROLLBACK");
+
+  ASSERT_TRUE(summary.database_error.has_value());
+  EXPECT_EQ(summary.database_error->kind, cert_poll::ErrorKind::busy);
+  EXPECT_EQ(summary.failed, 3);
+  EXPECT_EQ(request_resources_polled(*m_ca), 1);
+  EXPECT_EQ(row("One").order_status, "processing");
+  EXPECT_EQ(row("Three").order_status, "processing");
 }
 
 } // namespace

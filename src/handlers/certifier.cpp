@@ -4,10 +4,13 @@
 #include "cert_poll/x509.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -85,6 +88,36 @@ Result<std::string> read_api_host(const IniFile &ini) {
   return *api_host;
 }
 
+// Checks that the ca_bundle path is a file with at least one PEM
+// certificate, so that a wrong path fails at start and not on every request.
+Result<void> check_ca_bundle(const std::string &path) {
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) {
+    return std::unexpected(
+        config_error("CA bundle '" + path +
+                     "' from 'ca_bundle' in [CAhandler] does "
+                     "not exist: set it to a PEM file, True or False"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!std::filesystem::is_regular_file(path, error) || !in) {
+    return std::unexpected(
+        config_error("CA bundle '" + path +
+                     "' from 'ca_bundle' in [CAhandler] is not a readable "
+                     "file: set it to a PEM file, True or False"));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  auto certificates = x509::parse_pem_chain(text.str());
+  if (!certificates) {
+    return std::unexpected(
+        config_error("CA bundle '" + path +
+                     "' from 'ca_bundle' in [CAhandler] holds no valid PEM "
+                     "certificate: " +
+                     certificates.error().message));
+  }
+  return {};
+}
+
 Result<HttpOptions> read_http_options(const IniFile &ini,
                                       const ProxyList &proxies) {
   HttpOptions options;
@@ -97,12 +130,9 @@ Result<HttpOptions> read_http_options(const IniFile &ini,
     options.tls_verification = *bundle_flag ? TlsVerification::system_store
                                             : TlsVerification::disabled;
   } else {
-    std::error_code ignored;
-    if (!std::filesystem::exists(*bundle, ignored)) {
-      return std::unexpected(
-          config_error("CA bundle '" + *bundle +
-                       "' from 'ca_bundle' in [CAhandler] does "
-                       "not exist: set it to a PEM file, True or False"));
+    auto checked = check_ca_bundle(*bundle);
+    if (!checked) {
+      return std::unexpected(checked.error());
     }
     options.tls_verification = TlsVerification::bundle_file;
     options.ca_bundle = *bundle;
@@ -136,6 +166,14 @@ std::string quote_value(std::string_view value) {
     text += "...";
   }
   return "'" + text + "'";
+}
+
+std::string to_lower(std::string_view text) {
+  std::string lower(text);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  });
+  return lower;
 }
 
 PollResult make_result(PollStatus status, std::string message) {
@@ -181,7 +219,12 @@ std::string resolve_link(std::string_view api_host, std::string_view link) {
 Result<json> fetch_json(HttpClient &client, const std::string &url) {
   auto response = client.get(url);
   if (!response) {
-    return std::unexpected(response.error());
+    Error error = response.error();
+    if (error.kind == ErrorKind::http_status &&
+        (error.http_status == 401 || error.http_status == 403)) {
+      error.message += ": check api_user and api_password in [CAhandler]";
+    }
+    return std::unexpected(std::move(error));
   }
   json document;
   try {
@@ -444,14 +487,16 @@ PollResult CertifierHandler::poll(const PendingRequest &request) {
                 quote_value(**status));
 
   // NOTE: "pending" is the only waiting status known for sure, so any other
-  // value besides accepted and rejected is reported as a failure.
-  if (**status == "pending") {
+  // value besides accepted and rejected is reported as a failure, which
+  // makes a change of the CA's API visible instead of waiting forever.
+  const std::string state = to_lower(**status);
+  if (state == "pending") {
     return make_result(PollStatus::pending, std::string());
   }
-  if (**status == "rejected") {
+  if (state == "rejected") {
     return make_result(PollStatus::rejected, "request rejected by the CA");
   }
-  if (**status != "accepted") {
+  if (state != "accepted") {
     return failed("unknown request status " + quote_value(**status) +
                   " from '" + mask_url(request_url) + "'");
   }

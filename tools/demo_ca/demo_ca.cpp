@@ -304,6 +304,14 @@ void DemoCa::Impl::install_handlers() {
                       "/v1/cas and POST /demo/requests/<id>/<decision>");
       return;
     }
+    if (request.path.starts_with("/demo/requests/")) {
+      write_error(response,
+                  response.status,
+                  "invalid decision in '" + request.path +
+                      "': POST /demo/requests/<id>/approve, reject or "
+                      "pending");
+      return;
+    }
     write_error(response,
                 response.status,
                 "request failed with HTTP status " +
