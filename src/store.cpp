@@ -32,7 +32,9 @@ namespace {
 
 // The number of times record() runs its whole transaction while the
 // database stays locked past the busy timeout, and the pause in between.
-constexpr int k_record_attempts = 3;
+// Each attempt can wait the full busy timeout, so a lock held by another
+// process costs a request about twice the busy timeout.
+constexpr int k_record_attempts = 2;
 constexpr std::chrono::milliseconds k_retry_pause{100};
 
 constexpr std::array<std::string_view, 5> k_derived_columns{
@@ -61,6 +63,45 @@ Result<void> check_file(const std::filesystem::path &path) {
                       "database " + quote_path(path) +
                           " is a folder, not a file: check [DBhandler] "
                           "dbfile or pass --db");
+  }
+  return {};
+}
+
+// Returns the folder in which SQLite creates the journal, or the -wal and
+// -shm files. sqlite3_db_filename returns the absolute path with symbolic
+// links resolved (checked with SQLite 3.40.1), so this is the folder of the
+// real file.
+std::filesystem::path journal_folder(const Database &database) {
+  const char *name = sqlite3_db_filename(database.handle, "main");
+  std::filesystem::path file =
+      name != nullptr && *name != '\0' ? name : database.path;
+  std::filesystem::path folder = file.parent_path();
+  if (folder.empty()) {
+    return ".";
+  }
+  return folder;
+}
+
+// Fails unless the connection can write the file and SQLite can create its
+// journal next to it. SQLite opens a file that the effective user cannot
+// write read-only without reporting an error, and a folder in which it
+// cannot create the journal would only fail the first write.
+Result<void> check_writable(const Database &database) {
+  if (sqlite3_db_readonly(database.handle, "main") == 1) {
+    return make_error(ErrorKind::database,
+                      "database " + quote_path(database.path) +
+                          " is not writable by this user: check the "
+                          "permissions of the file (cert_poll must run as "
+                          "the user acme2certifier runs as)");
+  }
+  std::filesystem::path folder = journal_folder(database);
+  if (::faccessat(AT_FDCWD, folder.c_str(), W_OK, AT_EACCESS) != 0) {
+    return make_error(ErrorKind::database,
+                      "folder " + quote_path(folder) + " of database " +
+                          quote_path(database.path) +
+                          " is not writable by this user: SQLite creates "
+                          "its journal there, so check the permissions of "
+                          "the folder");
   }
   return {};
 }
@@ -337,6 +378,12 @@ Result<Store> Store::open(const std::filesystem::path &path,
   }
   sqlite3_extended_result_codes(handle, 1);
   sqlite3_busy_timeout(handle, static_cast<int>(options.busy_timeout.count()));
+  if (!options.read_only) {
+    auto writable = check_writable(database);
+    if (!writable) {
+      return std::unexpected(writable.error());
+    }
+  }
 
   auto schema = detect_schema(database);
   if (!schema) {
@@ -511,9 +558,11 @@ Result<void> Store::record(const Update &update) {
       std::chrono::steady_clock::now() - started);
   return make_error(ErrorKind::busy,
                     "database " + quote_path(m_path) +
-                        " is locked by another process (waited " +
+                        " is locked by another process: gave up after " +
+                        std::to_string(k_record_attempts) + " attempts and " +
                         std::to_string(waited.count()) +
-                        "ms): the request will be polled again next run");
+                        " ms of waiting in total, so nothing was written and "
+                        "the request will be polled again next run");
 }
 
 } // namespace cert_poll

@@ -754,10 +754,12 @@ TEST_F(StoreTest, RecordLocked) {
   ASSERT_FALSE(recorded);
   EXPECT_EQ(recorded.error().kind, ErrorKind::busy);
   std::string prefix = "database '" + m_path.string() +
-                       "' is locked by another process (waited ";
+                       "' is locked by another process: gave up after 2 "
+                       "attempts and ";
   EXPECT_EQ(recorded.error().message.substr(0, prefix.size()), prefix);
   EXPECT_NE(recorded.error().message.find(
-                "ms): the request will be polled again next run"),
+                " ms of waiting in total, so nothing was written and the "
+                "request will be polled again next run"),
             std::string::npos);
   other.execute("COMMIT");
 
@@ -768,6 +770,48 @@ TEST_F(StoreTest, RecordLocked) {
   ASSERT_TRUE(retried) << retried.error().message;
   EXPECT_EQ(certificate_column("cert_raw", 1), "AAAA");
   EXPECT_EQ(order_status_id(1), "5");
+}
+
+TEST_F(StoreTest, PendingLocked) {
+  create();
+  auto store = open({.busy_timeout = std::chrono::milliseconds(200)});
+  ASSERT_TRUE(store) << store.error().message;
+
+  Connection other(m_path);
+  other.execute("BEGIN EXCLUSIVE");
+  auto list = store->pending();
+  ASSERT_FALSE(list);
+  EXPECT_EQ(list.error().kind, ErrorKind::busy);
+  EXPECT_EQ(list.error().message,
+            "database '" + m_path.string() +
+                "' is locked by another process: listing pending requests "
+                "failed (database is locked): try again later");
+  other.execute("COMMIT");
+
+  auto retried = store->pending();
+  ASSERT_TRUE(retried) << retried.error().message;
+  EXPECT_EQ(retried->requests.size(), 2U);
+}
+
+TEST_F(StoreTest, OrderStatusLocked) {
+  create();
+  auto store = open({.busy_timeout = std::chrono::milliseconds(200)});
+  ASSERT_TRUE(store) << store.error().message;
+
+  Connection other(m_path);
+  other.execute("BEGIN EXCLUSIVE");
+  auto status = store->order_status("order1");
+  ASSERT_FALSE(status);
+  EXPECT_EQ(status.error().kind, ErrorKind::busy);
+  EXPECT_EQ(status.error().message,
+            "database '" + m_path.string() +
+                "' is locked by another process: reading the status of order "
+                "'order1' failed (database is locked): try again later");
+  other.execute("COMMIT");
+
+  auto retried = store->order_status("order1");
+  ASSERT_TRUE(retried) << retried.error().message;
+  EXPECT_EQ(*retried, "processing");
 }
 
 TEST_F(StoreTest, RecordReadOnlyStore) {
@@ -819,40 +863,77 @@ private:
   bool m_dropped = false;
 };
 
-TEST_F(StoreTest, RecordReadOnlyFile) {
+TEST_F(StoreTest, OpenReadOnlyFile) {
   create();
   std::filesystem::permissions(m_path, std::filesystem::perms::owner_read);
   UnprivilegedScope unprivileged({m_dir.path(), m_path});
-  auto store = open();
-  ASSERT_TRUE(store) << store.error().message;
 
+  auto store = open();
+  ASSERT_FALSE(store);
+  EXPECT_EQ(store.error().kind, ErrorKind::database);
+  EXPECT_EQ(store.error().message,
+            "database '" + m_path.string() +
+                "' is not writable by this user: check the permissions of "
+                "the file (cert_poll must run as the user acme2certifier "
+                "runs as)");
+}
+
+TEST_F(StoreTest, OpenReadOnlyFileDryRun) {
+  create();
+  std::filesystem::permissions(m_path, std::filesystem::perms::owner_read);
+  UnprivilegedScope unprivileged({m_dir.path(), m_path});
+
+  auto store = open({.read_only = true});
+  ASSERT_TRUE(store) << store.error().message;
+  auto list = store->pending();
+  ASSERT_TRUE(list) << list.error().message;
+  EXPECT_EQ(list->requests.size(), 2U);
+
+  // record() still rejects the write and names the cause.
   auto recorded = store->record(issued_update(1, 1));
   ASSERT_FALSE(recorded);
   EXPECT_EQ(recorded.error().kind, ErrorKind::database);
-  EXPECT_NE(recorded.error().message.find("check the permissions"),
-            std::string::npos);
+  EXPECT_EQ(recorded.error().message,
+            "database '" + m_path.string() +
+                "' is not writable, so nothing was written: check the "
+                "permissions of the file and its folder");
 }
 
-TEST_F(StoreTest, RecordReadOnlyFolder) {
-  create();
-  std::filesystem::permissions(m_dir.path(),
-                               std::filesystem::perms::owner_read |
-                                   std::filesystem::perms::owner_exec);
-  std::optional<cert_poll::Result<void>> result;
-  {
-    UnprivilegedScope unprivileged({m_dir.path(), m_path});
-    auto store = open();
-    ASSERT_TRUE(store) << store.error().message;
-    result = store->record(issued_update(1, 1));
+// Opens the test database as the user nobody while its folder is read-only, and
+// restores the folder before returning so that the test can clean up.
+class ReadOnlyFolderTest : public StoreTest {
+protected:
+  cert_poll::Result<Store>
+  open_in_read_only_folder(const StoreOptions &options) {
+    create();
+    std::filesystem::permissions(m_dir.path(),
+                                 std::filesystem::perms::owner_read |
+                                     std::filesystem::perms::owner_exec);
+    std::optional<cert_poll::Result<Store>> store;
+    {
+      UnprivilegedScope unprivileged({m_dir.path(), m_path});
+      store.emplace(open(options));
+    }
+    std::filesystem::permissions(m_dir.path(),
+                                 std::filesystem::perms::owner_all);
+    return std::move(*store);
   }
-  std::filesystem::permissions(m_dir.path(), std::filesystem::perms::owner_all);
-  auto &recorded = *result;
-  ASSERT_FALSE(recorded);
-  EXPECT_EQ(recorded.error().kind, ErrorKind::database);
-  EXPECT_NE(recorded.error().message.find(m_path.string()), std::string::npos);
-  EXPECT_NE(recorded.error().message.find("check the permissions"),
-            std::string::npos);
-  EXPECT_EQ(certificate_column("cert_raw", 1), std::nullopt);
+};
+
+TEST_F(ReadOnlyFolderTest, OpenFails) {
+  auto store = open_in_read_only_folder({});
+  ASSERT_FALSE(store);
+  EXPECT_EQ(store.error().kind, ErrorKind::database);
+  EXPECT_EQ(store.error().message,
+            "folder '" + m_dir.path().string() + "' of database '" +
+                m_path.string() +
+                "' is not writable by this user: SQLite creates its journal "
+                "there, so check the permissions of the folder");
+}
+
+TEST_F(ReadOnlyFolderTest, DryRunOpens) {
+  auto store = open_in_read_only_folder({.read_only = true});
+  ASSERT_TRUE(store) << store.error().message;
 }
 
 TEST_F(StoreTest, MovedStoreWorks) {

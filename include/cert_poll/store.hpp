@@ -63,8 +63,10 @@ struct Update {
 
 struct StoreOptions {
   // How long one statement waits for a lock held by another connection.
+  // record() tries twice, so it can wait about twice this long.
   std::chrono::milliseconds busy_timeout{10000};
-  // Open read-only (for --dry-run): record() then fails.
+  // Open read-only (for --dry-run): record() then fails, and open() skips
+  // the checks that the file and its folder are writable.
   bool read_only = false;
 };
 
@@ -81,7 +83,9 @@ class Store {
 public:
   // Opens an existing database file and detects its schema. A missing file,
   // a file that is not SQLite, or one without acme2certifier's tables is an
-  // ErrorKind::database error that names the path.
+  // ErrorKind::database error that names the path. Unless
+  // options.read_only is set, so is a file or folder that the effective user
+  // cannot write, because record() would fail for every request.
   static Result<Store> open(const std::filesystem::path &path,
                             const StoreOptions &options = {});
 
@@ -97,7 +101,8 @@ public:
   std::vector<std::string> missing_columns() const;
 
   // Lists the certificates whose order is `processing`, oldest first; with
-  // `order_name`, only that order's.
+  // `order_name`, only that order's. A lock held by another process past the
+  // busy timeout gives ErrorKind::busy, here and in order_status().
   Result<PendingList> pending(std::optional<std::string_view> order_name = {});
 
   // Returns the status name of the order called `order_name`, or nullopt
@@ -107,8 +112,9 @@ public:
   // Writes `update` in one transaction: the certificate row's columns and,
   // for issued or rejected, the order status. The order must still be
   // `processing`; otherwise nothing is written and the error kind is
-  // ErrorKind::conflict. SQLITE_BUSY past the busy timeout gives
-  // ErrorKind::busy, and the transaction is rolled back.
+  // ErrorKind::conflict. SQLITE_BUSY past the busy timeout rolls the
+  // transaction back and retries once after a short pause. A second
+  // SQLITE_BUSY gives ErrorKind::busy.
   Result<void> record(const Update &update);
 
 private:
