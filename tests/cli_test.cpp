@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <string>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -28,9 +29,16 @@ fs::path source_dir() {
   return CERT_POLL_SOURCE_DIR;
 }
 
-test_support::CommandResult run_cert_poll(const std::string &arguments) {
+// Runs cert_poll behind `prefix` (e.g. a command that changes the user).
+test_support::CommandResult run_cert_poll_as(const std::string &prefix,
+                                             const std::string &arguments) {
   return run_command("DEMO_CA_PASSWORD=" + std::string(k_password) + " " +
-                     shell_quote(CERT_POLL_BINARY) + " " + arguments + " 2>&1");
+                     prefix + shell_quote(CERT_POLL_BINARY) + " " + arguments +
+                     " 2>&1");
+}
+
+test_support::CommandResult run_cert_poll(const std::string &arguments) {
+  return run_cert_poll_as("", arguments);
 }
 
 // Returns order name -> status name for every order of an example database.
@@ -294,6 +302,51 @@ TEST_F(ExampleDatabase, NothingNewPrintsNothingOffTerminal) {
 
   EXPECT_EQ(second.exit_status, 0) << second.output;
   EXPECT_EQ(second.output, "") << "cron mails every line";
+}
+
+TEST_F(ExampleDatabase, UnwritableDatabaseFailsBeforePolling) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  fs::permissions(db,
+                  fs::perms::owner_read | fs::perms::group_read |
+                      fs::perms::others_read);
+  fs::permissions(m_dir.path(),
+                  fs::perms::owner_all | fs::perms::group_read |
+                      fs::perms::group_exec | fs::perms::others_read |
+                      fs::perms::others_exec);
+  // Root may write any file, so run as nobody when the test runs as root.
+  std::string as_user =
+      geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups "
+                     : "";
+
+  auto result =
+      run_cert_poll_as(as_user, "--config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 3) << result.output;
+  EXPECT_NE(result.output.find("is not writable by this user"),
+            std::string::npos)
+      << result.output;
+  EXPECT_TRUE(m_ca->received().empty()) << "the CA was asked in vain";
+}
+
+TEST_F(ExampleDatabase, LockedDatabaseGivesExitThree) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  std::string before = dump(db);
+  sqlite3 *other = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &other), SQLITE_OK);
+  // A RESERVED lock: cert_poll can list the requests but cannot write.
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+
+  auto result = run_cert_poll("--config " + shell_quote(config.string()));
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+
+  EXPECT_EQ(result.exit_status, 3) << result.output;
+  EXPECT_NE(result.output.find("locked by another process"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(dump(db), before);
 }
 
 TEST_F(ExampleDatabase, FailedRequestGivesExitOne) {
