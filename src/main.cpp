@@ -5,10 +5,12 @@
 #include "cert_poll/ca_handler.hpp"
 #include "cert_poll/config.hpp"
 #include "cert_poll/poller.hpp"
+#include "cert_poll/run_lock.hpp"
 #include "cert_poll/store.hpp"
 #include "cert_poll/version.hpp"
 
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <unistd.h>
@@ -29,16 +31,18 @@ enum ExitStatus {
 };
 
 constexpr const char *k_exit_status_help = R"(Exit status:
-  0  the pass completed, whatever states the CA reported
+  0  the pass completed, whatever states the CA reported, or another run
+     holds the lock file
   1  one or more requests could not be polled or stored (CA unreachable,
      bad response, failed check); they are polled again next run
-  2  usage or configuration error
+  2  usage or configuration error, or a lock file that cannot be used
   3  database error: missing, not SQLite, not acme2certifier's, not
      writable, or locked by another process past the busy timeout)";
 
 struct Arguments {
   Overrides overrides;
   PassOptions pass;
+  std::optional<std::filesystem::path> lock_file; // --lock-file
   int verbosity = 0;
   bool quiet = false;
 };
@@ -93,7 +97,12 @@ void add_options(CLI::App &app, Arguments &arguments) {
   app.add_flag("--dry-run",
                arguments.pass.dry_run,
                "ask the CA and report what would be written, but write "
-               "nothing");
+               "nothing and take no lock");
+  app.add_option("--lock-file",
+                 arguments.lock_file,
+                 "lock file that keeps a second cert_poll run off the same "
+                 "database (default: the database path with '.lock' "
+                 "appended). --dry-run takes no lock");
   app.add_option("--order",
                  arguments.pass.order_name,
                  "poll only the order with this name");
@@ -127,6 +136,33 @@ void log_summary(const PassSummary &summary, bool dry_run) {
   }
 }
 
+// Takes the run lock before a pass that writes and stores it in `lock`.
+// Returns the exit status when the run must stop: on an error, or with
+// exit_ok when another run holds the lock. A dry run writes nothing, so it
+// takes no lock and is not kept waiting by one.
+std::optional<int> lock_run(const Arguments &arguments,
+                            const Config &config,
+                            std::optional<RunLock> &lock) {
+  if (arguments.pass.dry_run) {
+    return std::nullopt;
+  }
+  std::filesystem::path lock_file =
+      arguments.lock_file.value_or(default_lock_file(config.db_file));
+  auto acquired = RunLock::try_acquire(lock_file);
+  if (!acquired) {
+    return fail(acquired.error());
+  }
+  if (!*acquired) {
+    // Info level: the default level prints this one line and -q hides it.
+    spdlog::info("another cert_poll run holds the lock on '{}', so this run "
+                 "exits without polling",
+                 lock_file.string());
+    return exit_ok;
+  }
+  lock = std::move(*acquired);
+  return std::nullopt;
+}
+
 int run(const Arguments &arguments) {
   auto environment = process_environment();
   auto config = load_config(arguments.overrides, environment);
@@ -145,6 +181,14 @@ int run(const Arguments &arguments) {
   auto store = Store::open(config->db_file, store_options);
   if (!store) {
     return fail(store.error());
+  }
+
+  // Taken after Store::open, which writes nothing, so that a missing or
+  // unwritable database is still reported as a database error (exit 3)
+  // and no lock file appears beside a database that does not exist.
+  std::optional<RunLock> lock;
+  if (auto stop = lock_run(arguments, *config, lock)) {
+    return *stop;
   }
 
   auto summary = run_pass(*store, **handler, arguments.pass);

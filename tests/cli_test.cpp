@@ -3,9 +3,12 @@
 // messages, and a smoke test on copies of the example databases against the
 // in-process demo CA.
 
+#include "cert_poll/run_lock.hpp"
 #include "cert_poll/x509.hpp"
 
+#include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <unistd.h>
 
@@ -73,6 +76,16 @@ TEST(CommandLine, HelpListsExitStatuses) {
   EXPECT_NE(result.output.find("Exit status:"), std::string::npos);
   EXPECT_NE(result.output.find("3  database error"), std::string::npos);
   EXPECT_NE(result.output.find("--dry-run"), std::string::npos);
+}
+
+TEST(CommandLine, HelpDescribesLockFile) {
+  auto result = run_cert_poll("--help");
+
+  EXPECT_EQ(result.exit_status, 0);
+  EXPECT_NE(result.output.find("--lock-file"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("--dry-run takes no lock"), std::string::npos)
+      << result.output;
 }
 
 TEST(CommandLine, VersionPrintsVersion) {
@@ -359,6 +372,147 @@ TEST_F(ExampleDatabase, FailedRequestGivesExitOne) {
   EXPECT_EQ(result.exit_status, 1) << result.output;
   EXPECT_EQ(order_states(db)["Ord4Pending"], "processing");
   EXPECT_EQ(order_states(db)["Ord1Approved"], "valid");
+}
+
+// Takes the run lock in this process, as a running cert_poll would hold it.
+std::optional<cert_poll::RunLock> hold_lock(const fs::path &lock_file) {
+  auto lock = cert_poll::RunLock::try_acquire(lock_file);
+  EXPECT_TRUE(lock.has_value()) << lock.error().message;
+  if (!lock.has_value()) {
+    return std::nullopt;
+  }
+  return std::move(*lock);
+}
+
+long line_count(const std::string &output) {
+  return std::count(output.begin(), output.end(), '\n');
+}
+
+TEST_F(ExampleDatabase, HeldLockSkipsRunWithOneLine) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  std::string before = dump(db);
+  fs::path lock_file = db.string() + ".lock";
+  auto lock = hold_lock(lock_file);
+  ASSERT_TRUE(lock.has_value());
+
+  auto result = run_cert_poll("--config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_EQ(line_count(result.output), 1) << result.output;
+  EXPECT_EQ(result.output.rfind("cert_poll: info: ", 0), 0u) << result.output;
+  EXPECT_NE(
+      result.output.find("holds the lock on '" + lock_file.string() + "'"),
+      std::string::npos)
+      << result.output;
+  EXPECT_EQ(dump(db), before);
+  EXPECT_TRUE(m_ca->received().empty()) << "the CA was asked";
+}
+
+TEST_F(ExampleDatabase, PassLeavesLockFileBesideDatabase) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+
+  auto result = run_cert_poll("--config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_TRUE(fs::exists(db.string() + ".lock"));
+  EXPECT_EQ(
+      run_command("flock -n " + shell_quote(db.string() + ".lock") + " true")
+          .exit_status,
+      0)
+      << "the lock must be released at exit";
+}
+
+TEST_F(ExampleDatabase, LockFileOptionMovesLock) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  auto default_lock = hold_lock(db.string() + ".lock");
+  ASSERT_TRUE(default_lock.has_value());
+  fs::path elsewhere = m_dir / "elsewhere.lock";
+
+  auto result = run_cert_poll("--lock-file " + shell_quote(elsewhere.string()) +
+                              " --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_EQ(order_states(db)["Ord1Approved"], "valid");
+  EXPECT_TRUE(fs::exists(elsewhere));
+}
+
+TEST_F(ExampleDatabase, HeldLockFileOptionSkipsRun) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  std::string before = dump(db);
+  fs::path elsewhere = m_dir / "elsewhere.lock";
+  auto lock = hold_lock(elsewhere);
+  ASSERT_TRUE(lock.has_value());
+
+  auto result = run_cert_poll("--lock-file " + shell_quote(elsewhere.string()) +
+                              " --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_NE(
+      result.output.find("holds the lock on '" + elsewhere.string() + "'"),
+      std::string::npos)
+      << result.output;
+  EXPECT_EQ(dump(db), before);
+  EXPECT_FALSE(fs::exists(db.string() + ".lock"));
+}
+
+TEST_F(ExampleDatabase, DryRunIgnoresHeldLock) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  auto lock = hold_lock(db.string() + ".lock");
+  ASSERT_TRUE(lock.has_value());
+
+  auto result =
+      run_cert_poll("--dry-run --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_NE(result.output.find("dry run"), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("holds the lock"), std::string::npos)
+      << result.output;
+  EXPECT_FALSE(m_ca->received().empty()) << "the dry run did not ask the CA";
+}
+
+TEST_F(ExampleDatabase, DryRunCreatesNoLockFile) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+
+  auto result =
+      run_cert_poll("--dry-run --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_FALSE(fs::exists(db.string() + ".lock"));
+}
+
+TEST_F(ExampleDatabase, UnopenableLockFileIsUsageError) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  std::string before = dump(db);
+  fs::path lock_file = m_dir / "no-such-folder" / "cert_poll.lock";
+
+  auto result = run_cert_poll("--lock-file " + shell_quote(lock_file.string()) +
+                              " --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 2) << result.output;
+  EXPECT_NE(result.output.find("'" + lock_file.string() + "'"),
+            std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("--lock-file PATH"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(dump(db), before);
+  EXPECT_TRUE(m_ca->received().empty()) << "the CA was asked";
+}
+
+TEST_F(ExampleDatabase, MissingDatabaseGetsNoLockFile) {
+  fs::path missing = m_dir / "missing.db";
+  fs::path config = write_config(missing);
+
+  auto result = run_cert_poll("--config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 3) << result.output;
+  EXPECT_FALSE(fs::exists(missing.string() + ".lock"));
 }
 
 } // namespace
