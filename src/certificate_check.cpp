@@ -52,9 +52,12 @@ Result<void> check_key(const x509::Certificate &leaf, std::string_view csr) {
                     request.error().message));
   }
   if (!x509::same_public_key(leaf, *request)) {
-    return make_error(ErrorKind::check,
-                      "the issued certificate's public key is not the CSR's "
-                      "public key");
+    return make_error(
+        ErrorKind::check,
+        fmt::format("the public key of the issued certificate '{}' is not "
+                    "the CSR's public key: the CA issued it for another "
+                    "request",
+                    name_text(X509_get_subject_name(leaf.get()))));
   }
   return {};
 }
@@ -73,6 +76,29 @@ Result<void> check_order(const x509::Certificate &leaf,
                                   "first, then its issuer",
                                   name_text(leaf_issuer),
                                   name_text(issuer_subject)));
+  }
+  return {};
+}
+
+// Each certificate must be signed by the next one's key. A matching name
+// alone would let a forged issuer certificate through, and its key would
+// then end up in renewal_info. The last certificate is not checked against
+// a trust anchor: TLS to api_host is what makes the CA's answer trusted.
+Result<void> check_signatures(const std::vector<x509::Certificate> &chain) {
+  for (std::size_t i = 0; i + 1 < chain.size(); ++i) {
+    if (!x509::is_signed_by(chain[i], chain[i + 1])) {
+      const X509_NAME *subject = X509_get_subject_name(chain[i].get());
+      const X509_NAME *issuer = X509_get_subject_name(chain[i + 1].get());
+      return make_error(
+          ErrorKind::check,
+          fmt::format("certificate {} of the chain ('{}') is not signed by "
+                      "the key of certificate {} ('{}'): the CA sent a wrong "
+                      "issuer certificate",
+                      i + 1,
+                      name_text(subject),
+                      i + 2,
+                      name_text(issuer)));
+    }
   }
   return {};
 }
@@ -142,6 +168,9 @@ Result<CheckedCertificate> check_issued_certificate(std::string_view chain_pem,
   if (chain->size() >= 2) {
     if (auto ordered = check_order(leaf, (*chain)[1]); !ordered) {
       return std::unexpected(ordered.error());
+    }
+    if (auto signed_chain = check_signatures(*chain); !signed_chain) {
+      return std::unexpected(signed_chain.error());
     }
   }
   if (auto matched = check_key(leaf, csr); !matched) {

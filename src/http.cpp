@@ -10,6 +10,7 @@
 #include <chrono>
 #include <mutex>
 #include <optional>
+#include <regex>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -20,6 +21,14 @@
 namespace cert_poll {
 
 namespace {
+
+// Drops the " after N ms" that libcurl puts into many messages. The stored
+// error then stays the same from run to run while the cause is the same, so
+// a request that keeps failing the same way causes no database write.
+std::string without_elapsed_time(std::string text) {
+  static const std::regex elapsed(" after [0-9]+ ms");
+  return std::regex_replace(text, elapsed, "");
+}
 
 constexpr std::size_t max_snippet_chars = 200;
 
@@ -349,8 +358,8 @@ Error HttpClient::Impl::transfer_error(CURLcode code,
                  "response from '" + url + "' exceeds " +
                      std::to_string(options.max_body_bytes) + " bytes"};
   }
-  const std::string detail =
-      error_buffer[0] != '\0' ? error_buffer.data() : curl_easy_strerror(code);
+  const std::string detail = without_elapsed_time(
+      error_buffer[0] != '\0' ? error_buffer.data() : curl_easy_strerror(code));
   if (code == CURLE_OPERATION_TIMEDOUT) {
     // libcurl's own text only repeats the limit, so it is left out.
     return Error{ErrorKind::timeout,

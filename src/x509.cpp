@@ -518,6 +518,11 @@ Result<std::string> renewal_info(const Certificate &leaf,
   return cert_id_tail_hex(der);
 }
 
+bool is_signed_by(const Certificate &cert, const Certificate &issuer) {
+  EVP_PKEY *key = X509_get0_pubkey(issuer.get());
+  return key != nullptr && X509_verify(cert.get(), key) == 1;
+}
+
 bool same_public_key(const Certificate &cert,
                      const CertificateRequest &request) {
   EVP_PKEY *cert_key = X509_get0_pubkey(cert.get());

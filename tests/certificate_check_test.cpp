@@ -214,4 +214,30 @@ TEST_F(CertificateCheckTest, WrongIssuerIsOutOfOrder) {
       << checked.error().message;
 }
 
+TEST_F(CertificateCheckTest, ForgedIssuerIsRejected) {
+  // Same subject as the real issuing CA, but another key.
+  test_support::openssl_ca::make_root(
+      dir(), "forged", "/CN=Test Intermediate CA");
+  std::string forged = test_support::read_file(dir() / "forged.pem");
+
+  auto checked = check_issued_certificate(pki().leaf_pem + forged, "", csr());
+
+  ASSERT_FALSE(checked.has_value());
+  EXPECT_EQ(checked.error().kind, ErrorKind::check);
+  EXPECT_TRUE(contains(checked.error().message, "is not signed by the key"))
+      << checked.error().message;
+}
+
+TEST_F(CertificateCheckTest, ForgedRootIsRejected) {
+  test_support::openssl_ca::make_root(dir(), "forged_root", "/CN=Test Root CA");
+  std::string forged = test_support::read_file(dir() / "forged_root.pem");
+
+  auto checked = check_issued_certificate(
+      pki().leaf_pem + pki().intermediate_pem + forged, "", csr());
+
+  ASSERT_FALSE(checked.has_value());
+  EXPECT_TRUE(contains(checked.error().message, "certificate 2 of the chain"))
+      << checked.error().message;
+}
+
 } // namespace

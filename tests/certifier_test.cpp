@@ -501,7 +501,7 @@ TEST(CertifierSettings, RejectsBundleWithoutCertificate) {
 
   ASSERT_FALSE(from_file.has_value());
   EXPECT_EQ(from_file.error().kind, cert_poll::ErrorKind::config);
-  EXPECT_NE(from_file.error().message.find("holds no valid PEM certificate"),
+  EXPECT_NE(from_file.error().message.find("contains no valid PEM certificate"),
             std::string::npos)
       << from_file.error().message;
   ASSERT_FALSE(from_folder.has_value());

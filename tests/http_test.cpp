@@ -444,6 +444,10 @@ TEST(HttpClient, ConnectionRefusedIsTransport) {
   const auto response = client.get(url);
   ASSERT_FALSE(response.has_value());
   EXPECT_EQ(response.error().kind, ErrorKind::transport);
+  // The elapsed time would make the stored error differ on every run.
+  EXPECT_EQ(response.error().message.find(" ms"), std::string::npos)
+      << response.error().message;
+  EXPECT_EQ(client.get(url).error().message, response.error().message);
 }
 
 TEST(HttpClient, ProxyFromListIsUsed) {

@@ -81,6 +81,9 @@ std::int64_t not_after_unix(const Certificate &cert);
 Result<std::string> renewal_info(const Certificate &leaf,
                                  const Certificate &issuer);
 
+// True when `cert`'s signature verifies with `issuer`'s public key.
+bool is_signed_by(const Certificate &cert, const Certificate &issuer);
+
 // True when the certificate's public key is the request's public key.
 bool same_public_key(const Certificate &cert,
                      const CertificateRequest &request);

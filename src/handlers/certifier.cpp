@@ -109,11 +109,13 @@ Result<void> check_ca_bundle(const std::string &path) {
   text << in.rdbuf();
   auto certificates = x509::parse_pem_chain(text.str());
   if (!certificates) {
+    // The parse error is left out because it quotes the file, which may be
+    // a private key put there by mistake.
     return std::unexpected(
         config_error("CA bundle '" + path +
-                     "' from 'ca_bundle' in [CAhandler] holds no valid PEM "
-                     "certificate: " +
-                     certificates.error().message));
+                     "' from 'ca_bundle' in [CAhandler] contains no valid "
+                     "PEM certificate: set it to a PEM file with the CA "
+                     "certificates, True or False"));
   }
   return {};
 }
@@ -223,6 +225,10 @@ Result<json> fetch_json(HttpClient &client, const std::string &url) {
     if (error.kind == ErrorKind::http_status &&
         (error.http_status == 401 || error.http_status == 403)) {
       error.message += ": check api_user and api_password in [CAhandler]";
+    }
+    if (error.kind == ErrorKind::timeout) {
+      error.message += ": check that the CA is up, or raise request_timeout "
+                       "in [CAhandler]";
     }
     return std::unexpected(std::move(error));
   }
@@ -476,10 +482,12 @@ PollResult CertifierHandler::poll(const PendingRequest &request) {
   }
   auto status = optional_string(*resource, "status", request_url);
   if (!status) {
-    return failed(status.error().message);
+    return failed(with_step("the request status", status.error()).message);
   }
   if (!*status) {
-    return failed(missing_field("status", request_url).message);
+    return failed(
+        with_step("the request status", missing_field("status", request_url))
+            .message);
   }
   spdlog::debug("certifier: request '{}' of certificate '{}' has status {}",
                 mask_url(request_url),
