@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -13,9 +14,11 @@
 #include <regex>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include <curl/curl.h>
+#include <openssl/x509_vfy.h>
 #include <spdlog/spdlog.h>
 
 namespace cert_poll {
@@ -198,6 +201,100 @@ write_body(char *data, std::size_t size, std::size_t count, void *user_data) {
   return bytes;
 }
 
+// Keeps the Retry-After value of the last response. libcurl passes one
+// header line per call, and the headers of each response start with its
+// status line, which clears the value of an earlier response.
+std::size_t
+read_header(char *data, std::size_t size, std::size_t count, void *user_data) {
+  auto *retry_after = static_cast<std::string *>(user_data);
+  const std::size_t bytes = size * count;
+  const std::string_view line(data, bytes);
+  if (line.starts_with("HTTP/")) {
+    retry_after->clear();
+    return bytes;
+  }
+  constexpr std::string_view name = "retry-after:";
+  if (line.size() < name.size() ||
+      to_lower_ascii(std::string(line.substr(0, name.size()))) != name) {
+    return bytes;
+  }
+  std::string_view value = line.substr(name.size());
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+    value.remove_prefix(1);
+  }
+  while (!value.empty() &&
+         std::isspace(static_cast<unsigned char>(value.back())) != 0) {
+    value.remove_suffix(1);
+  }
+  *retry_after = std::string(value.substr(0, max_snippet_chars));
+  return bytes;
+}
+
+// The wait that a Retry-After value requests: delta-seconds or an HTTP-date
+// (RFC 9110 section 10.2.3), nullopt when it is neither. A date in the past
+// requests no wait.
+std::optional<std::chrono::seconds> parse_retry_after(const std::string &text) {
+  // Longer waits are cut to this, which no retry allows anyway, so that
+  // converting them to milliseconds cannot overflow.
+  constexpr long long max_seconds = 365LL * 24 * 3600;
+  long long seconds = 0;
+  const char *end = text.data() + text.size();
+  const auto [stop, code] = std::from_chars(text.data(), end, seconds);
+  const bool digits_only = !text.empty() && stop == end && text[0] != '-';
+  if (digits_only && code == std::errc::result_out_of_range) {
+    return std::chrono::seconds(max_seconds);
+  }
+  if (digits_only && code == std::errc()) {
+    return std::chrono::seconds(std::min(seconds, max_seconds));
+  }
+  const time_t date = curl_getdate(text.c_str(), nullptr);
+  if (date == -1) {
+    return std::nullopt;
+  }
+  const auto now =
+      std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  return std::chrono::seconds(
+      std::clamp<long long>(date - now, 0, max_seconds));
+}
+
+bool may_retry_after(long status) {
+  return status == 429 || status == 503;
+}
+
+// libcurl's progress callback: a non-zero return aborts the transfer with
+// CURLE_ABORTED_BY_CALLBACK. libcurl calls it about once a second while no
+// data flows (CURLOPT_XFERINFOFUNCTION(3)), and right after a signal
+// interrupts the poll() it waits in.
+int abort_when_stop_requested(void *user_data,
+                              curl_off_t /*download_total*/,
+                              curl_off_t /*downloaded*/,
+                              curl_off_t /*upload_total*/,
+                              curl_off_t /*uploaded*/) {
+  const auto *stop_requested =
+      static_cast<const std::atomic<bool> *>(user_data);
+  return stop_requested->load() ? 1 : 0;
+}
+
+// The timeout of one transfer, and whether the deadline shortened it.
+struct TransferLimit {
+  std::chrono::milliseconds timeout;
+  bool set_by_deadline = false;
+};
+
+// The origin of a redirect target, for messages. libcurl resolves a
+// relative Location against the request URL, with the request's user name
+// and password, so those are dropped first.
+std::string redirect_target(const char *location) {
+  auto parsed = parse_url(location);
+  if (!parsed) {
+    return mask_url(location);
+  }
+  curl_url_set(parsed->get(), CURLUPART_USER, nullptr, 0);
+  curl_url_set(parsed->get(), CURLUPART_PASSWORD, nullptr, 0);
+  auto target = origin_of(parsed->get(), location);
+  return target ? target->to_string() : mask_url(location);
+}
+
 // Sets options in order and keeps the first failure.
 class OptionSetter {
 public:
@@ -267,6 +364,9 @@ struct HttpClient::Impl {
   curl_slist *headers = nullptr;
   std::array<char, CURL_ERROR_SIZE> error_buffer{};
   std::string user_agent = std::string("cert_poll/") + version;
+  std::string retry_after; // of the last response, empty when it had none
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  const std::atomic<bool> *stop_requested = nullptr;
   // Serializes get() calls, because a libcurl easy handle must not be used
   // by two threads at once.
   std::mutex mutex;
@@ -286,17 +386,58 @@ struct HttpClient::Impl {
   Impl(const Impl &) = delete;
   Impl &operator=(const Impl &) = delete;
 
-  CURLcode configure(CURLU *url, const Origin &origin, BodySink &sink);
+  CURLcode configure(CURLU *url,
+                     const Origin &origin,
+                     BodySink &sink,
+                     const TransferLimit &limit);
+  Result<TransferLimit> transfer_limit(std::string_view masked) const;
   Result<HttpResponse>
   perform(std::string_view url, CURLU *parsed, const Origin &origin);
   Error transfer_error(CURLcode code,
                        std::string_view masked,
-                       const BodySink &sink) const;
+                       const BodySink &sink,
+                       const TransferLimit &limit) const;
   Error redirect_error(long status, std::string_view masked) const;
+  std::string verification_hint() const;
+  Result<HttpResponse> attempt(std::string_view url,
+                               CURLU *parsed,
+                               const Origin &origin,
+                               std::string &retry_after_value);
+  std::optional<Error> wait_for_retry(std::string_view url,
+                                      const Error &error,
+                                      const std::string &retry_after_value,
+                                      int retry);
+  bool ends_before_deadline(std::chrono::seconds wait);
+  bool sleep_unless_stopped(std::chrono::seconds wait);
+  std::optional<Error> retry_limit_error(const Error &error,
+                                         const std::string &retry_after_value,
+                                         int retry) const;
 };
 
-CURLcode
-HttpClient::Impl::configure(CURLU *url, const Origin &origin, BodySink &sink) {
+// libcurl checks the host name itself after OpenSSL verified the chain, so
+// a verified chain with a failed verification means a host name mismatch.
+std::string HttpClient::Impl::verification_hint() const {
+  long result = X509_V_OK;
+  curl_easy_getinfo(handle, CURLINFO_SSL_VERIFYRESULT, &result);
+  switch (result) {
+  case X509_V_OK:
+  case X509_V_ERR_HOSTNAME_MISMATCH:
+  case X509_V_ERR_IP_ADDRESS_MISMATCH:
+    return "use an api_host whose host name the CA's server certificate "
+           "contains";
+  case X509_V_ERR_CERT_HAS_EXPIRED:
+  case X509_V_ERR_CERT_NOT_YET_VALID:
+    return "check this machine's clock, or have the CA's server certificate "
+           "renewed";
+  default:
+    return "check the CA bundle";
+  }
+}
+
+CURLcode HttpClient::Impl::configure(CURLU *url,
+                                     const Origin &origin,
+                                     BodySink &sink,
+                                     const TransferLimit &limit) {
   // A reset clears the previous request's options but keeps the connection
   // cache, so a keep-alive connection to the CA is reused.
   curl_easy_reset(handle);
@@ -308,13 +449,22 @@ HttpClient::Impl::configure(CURLU *url, const Origin &origin, BodySink &sink) {
   set(CURLOPT_PROTOCOLS_STR, "http,https");
   set(CURLOPT_FOLLOWLOCATION, 0L);
   set(CURLOPT_NOSIGNAL, 1L);
-  set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options.timeout.count()));
-  set(CURLOPT_TIMEOUT_MS, static_cast<long>(options.timeout.count()));
+  set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(limit.timeout.count()));
+  set(CURLOPT_TIMEOUT_MS, static_cast<long>(limit.timeout.count()));
+  if (stop_requested != nullptr) {
+    set(CURLOPT_XFERINFOFUNCTION, &abort_when_stop_requested);
+    set(CURLOPT_XFERINFODATA,
+        const_cast<void *>(static_cast<const void *>(stop_requested)));
+    set(CURLOPT_NOPROGRESS, 0L);
+  }
   set(CURLOPT_USERAGENT, user_agent.c_str());
   set(CURLOPT_HTTPHEADER, headers);
   set(CURLOPT_ERRORBUFFER, error_buffer.data());
   set(CURLOPT_WRITEFUNCTION, &write_body);
   set(CURLOPT_WRITEDATA, static_cast<void *>(&sink));
+  retry_after.clear();
+  set(CURLOPT_HEADERFUNCTION, &read_header);
+  set(CURLOPT_HEADERDATA, static_cast<void *>(&retry_after));
   // Fails early when Content-Length announces too much. Chunked bodies are
   // cut off by write_body instead.
   set(CURLOPT_MAXFILESIZE_LARGE,
@@ -349,9 +499,32 @@ HttpClient::Impl::configure(CURLU *url, const Origin &origin, BodySink &sink) {
   return set.code();
 }
 
+// Returns the timeout for the next transfer: HttpOptions::timeout, cut to
+// the time left before the deadline. Rounding up keeps libcurl from giving
+// up before the deadline, and from getting 0, which it takes as no timeout.
+Result<TransferLimit>
+HttpClient::Impl::transfer_limit(std::string_view masked) const {
+  TransferLimit limit{options.timeout, false};
+  if (!deadline) {
+    return limit;
+  }
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+      *deadline - std::chrono::steady_clock::now());
+  if (left <= std::chrono::milliseconds::zero()) {
+    return make_error(ErrorKind::timeout,
+                      "GET '" + std::string(masked) +
+                          "' not sent: deadline reached");
+  }
+  if (left < limit.timeout) {
+    limit = TransferLimit{left, true};
+  }
+  return limit;
+}
+
 Error HttpClient::Impl::transfer_error(CURLcode code,
                                        std::string_view masked,
-                                       const BodySink &sink) const {
+                                       const BodySink &sink,
+                                       const TransferLimit &limit) const {
   const std::string url(masked);
   if (sink.exceeded || code == CURLE_FILESIZE_EXCEEDED) {
     return Error{ErrorKind::transport,
@@ -360,6 +533,14 @@ Error HttpClient::Impl::transfer_error(CURLcode code,
   }
   const std::string detail = without_elapsed_time(
       error_buffer[0] != '\0' ? error_buffer.data() : curl_easy_strerror(code));
+  if (code == CURLE_ABORTED_BY_CALLBACK) {
+    return Error{ErrorKind::transport,
+                 "GET '" + url + "' aborted: a stop was requested"};
+  }
+  if (code == CURLE_OPERATION_TIMEDOUT && limit.set_by_deadline) {
+    return Error{ErrorKind::timeout,
+                 "GET '" + url + "' timed out: deadline reached"};
+  }
   if (code == CURLE_OPERATION_TIMEDOUT) {
     // libcurl's own text only repeats the limit, so it is left out.
     return Error{ErrorKind::timeout,
@@ -369,7 +550,7 @@ Error HttpClient::Impl::transfer_error(CURLcode code,
   if (code == CURLE_PEER_FAILED_VERIFICATION) {
     return Error{ErrorKind::tls,
                  "TLS certificate verification of '" + url +
-                     "' failed: " + detail + ": check the CA bundle"};
+                     "' failed: " + detail + ": " + verification_hint()};
   }
   if (is_tls_error(code)) {
     return Error{ErrorKind::tls,
@@ -385,9 +566,7 @@ Error HttpClient::Impl::redirect_error(long status,
   char *location = nullptr;
   curl_easy_getinfo(handle, CURLINFO_REDIRECT_URL, &location);
   if (location != nullptr) {
-    auto target = Origin::from_url(location);
-    message += " redirects to '" +
-               (target ? target->to_string() : mask_url(location)) + "'";
+    message += " redirects to '" + redirect_target(location) + "'";
   }
   message += ": redirects are not followed, so configure the final URL";
   return Error{ErrorKind::http_status, std::move(message), status};
@@ -411,8 +590,17 @@ Result<HttpResponse> HttpClient::Impl::perform(std::string_view url,
     }
   }
 
+  if (stop_requested != nullptr && stop_requested->load()) {
+    return make_error(ErrorKind::transport,
+                      "GET '" + masked + "' not sent: a stop was requested");
+  }
+  auto limit = transfer_limit(masked);
+  if (!limit) {
+    return std::unexpected(limit.error());
+  }
+
   BodySink sink{std::string(), options.max_body_bytes, false};
-  const CURLcode setup = configure(parsed, origin, sink);
+  const CURLcode setup = configure(parsed, origin, sink, *limit);
   if (setup != CURLE_OK) {
     return make_error(ErrorKind::transport,
                       "cannot set up GET '" + masked +
@@ -423,7 +611,7 @@ Result<HttpResponse> HttpClient::Impl::perform(std::string_view url,
   // The parsed URL dies with the caller, so the handle must not keep it.
   curl_easy_setopt(handle, CURLOPT_CURLU, nullptr);
   if (code != CURLE_OK) {
-    return std::unexpected(transfer_error(code, masked, sink));
+    return std::unexpected(transfer_error(code, masked, sink, *limit));
   }
 
   long status = 0;
@@ -444,12 +632,153 @@ Result<HttpResponse> HttpClient::Impl::perform(std::string_view url,
   return HttpResponse{status, std::move(sink.body)};
 }
 
+// One GET under the handle's lock. Stores the response's Retry-After value,
+// which the next request on the handle overwrites, in `retry_after_value`.
+Result<HttpResponse> HttpClient::Impl::attempt(std::string_view url,
+                                               CURLU *parsed,
+                                               const Origin &origin,
+                                               std::string &retry_after_value) {
+  const std::lock_guard lock(mutex);
+  const auto start = std::chrono::steady_clock::now();
+  auto response = perform(url, parsed, origin);
+  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  if (response) {
+    spdlog::debug("GET {} -> HTTP {} in {} ms",
+                  mask_url(url),
+                  response->status,
+                  elapsed.count());
+  } else {
+    spdlog::debug("GET {} failed in {} ms: {}",
+                  mask_url(url),
+                  elapsed.count(),
+                  response.error().message);
+  }
+  retry_after_value = retry_after;
+  return response;
+}
+
+// The final error when a 429 or 503 with `retry_after_value` is not retried
+// again, nullopt when it is.
+std::optional<Error> HttpClient::Impl::retry_limit_error(
+    const Error &error, const std::string &retry_after_value, int retry) const {
+  const std::string quoted = "'" + body_snippet(retry_after_value) + "'";
+  const std::optional<std::chrono::seconds> wait =
+      parse_retry_after(retry_after_value);
+  const std::chrono::milliseconds limit = std::min<std::chrono::milliseconds>(
+      options.max_retry_wait, options.timeout);
+  Error final_error = error;
+  if (!wait) {
+    final_error.message += ": Retry-After " + quoted +
+                           " is neither delta-seconds nor an HTTP-date, so the "
+                           "request is polled again on the next run";
+    return final_error;
+  }
+  if (*wait > limit) {
+    final_error.message +=
+        ": Retry-After " + quoted + " requests a wait longer " + "than the " +
+        std::to_string(limit.count()) +
+        " ms that a run waits, so the request is polled again "
+        "on the next run";
+    return final_error;
+  }
+  if (retry >= options.max_retries) {
+    final_error.message += ": still HTTP " + std::to_string(error.http_status) +
+                           " after " + std::to_string(retry) +
+                           " retries with the wait that Retry-After " + quoted +
+                           " requests, so the request is polled again on the "
+                           "next run";
+    return final_error;
+  }
+  return std::nullopt;
+}
+
+bool HttpClient::Impl::ends_before_deadline(std::chrono::seconds wait) {
+  const std::lock_guard lock(mutex);
+  return !deadline || std::chrono::steady_clock::now() + wait < *deadline;
+}
+
+// Sleeps `wait` unless a stop is requested during it. Returns whether it
+// slept the whole wait.
+bool HttpClient::Impl::sleep_unless_stopped(std::chrono::seconds wait) {
+  const std::atomic<bool> *stop = nullptr;
+  {
+    const std::lock_guard lock(mutex);
+    stop = stop_requested;
+  }
+  const auto end = std::chrono::steady_clock::now() + wait;
+  // Ends at `end`, and checks the stop flag every 50 ms.
+  constexpr std::chrono::milliseconds step{50};
+  while (std::chrono::steady_clock::now() < end) {
+    if (stop != nullptr && stop->load()) {
+      return false;
+    }
+    const auto left = end - std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(step, left));
+  }
+  return stop == nullptr || !stop->load();
+}
+
+// Waits as `retry_after_value` requests before retry number `retry` + 1, and
+// returns nullopt. Returns the final error instead when the retry is not
+// allowed or a stop is requested during the wait.
+std::optional<Error>
+HttpClient::Impl::wait_for_retry(std::string_view url,
+                                 const Error &error,
+                                 const std::string &retry_after_value,
+                                 int retry) {
+  if (auto final_error = retry_limit_error(error, retry_after_value, retry)) {
+    return final_error;
+  }
+  const std::chrono::seconds wait = *parse_retry_after(retry_after_value);
+  const std::string quoted = "'" + body_snippet(retry_after_value) + "'";
+  if (!ends_before_deadline(wait)) {
+    Error final_error = error;
+    final_error.message += ": Retry-After " + quoted +
+                           " requests a wait past the run's deadline, so the "
+                           "request is polled again on the next run";
+    return final_error;
+  }
+  spdlog::info("GET {} returned HTTP {} with Retry-After {}: retrying in "
+               "{} s, retry {} of {}",
+               mask_url(url),
+               error.http_status,
+               quoted,
+               wait.count(),
+               retry + 1,
+               options.max_retries);
+  if (!sleep_unless_stopped(wait)) {
+    Error final_error = error;
+    final_error.message +=
+        ": a stop was requested during the wait that Retry-After " + quoted +
+        " requests";
+    return final_error;
+  }
+  return std::nullopt;
+}
+
 HttpClient::HttpClient(HttpOptions options,
                        Origin allowed_origin,
                        BasicCredentials credentials)
     : m_impl(
           std::make_unique<Impl>(std::move(options), std::move(credentials))),
       m_origin(std::move(allowed_origin)) {}
+
+void HttpClient::set_deadline(
+    std::optional<std::chrono::steady_clock::time_point> deadline) {
+  if (m_impl) {
+    const std::lock_guard lock(m_impl->mutex);
+    m_impl->deadline = deadline;
+  }
+}
+
+void HttpClient::set_stop_flag(const std::atomic<bool> *stop_requested) {
+  if (m_impl) {
+    const std::lock_guard lock(m_impl->mutex);
+    m_impl->stop_requested = stop_requested;
+  }
+}
 
 HttpClient::HttpClient(HttpClient &&) noexcept = default;
 HttpClient &HttpClient::operator=(HttpClient &&) noexcept = default;
@@ -476,23 +805,21 @@ Result<HttpResponse> HttpClient::get(std::string_view url) {
                           "': credentials are only sent to api_host");
   }
 
-  const std::lock_guard lock(m_impl->mutex);
-  const auto start = std::chrono::steady_clock::now();
-  auto response = m_impl->perform(url, parsed->get(), *origin);
-  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - start);
-  if (response) {
-    spdlog::debug("GET {} -> HTTP {} in {} ms",
-                  mask_url(url),
-                  response->status,
-                  elapsed.count());
-  } else {
-    spdlog::debug("GET {} failed in {} ms: {}",
-                  mask_url(url),
-                  elapsed.count(),
-                  response.error().message);
+  // Bounded by max_retries, and each wait by max_retry_wait and timeout.
+  for (int retry = 0;; ++retry) {
+    std::string retry_after_value;
+    auto response =
+        m_impl->attempt(url, parsed->get(), *origin, retry_after_value);
+    if (response || response.error().kind != ErrorKind::http_status ||
+        !may_retry_after(response.error().http_status) ||
+        retry_after_value.empty()) {
+      return response;
+    }
+    if (auto final_error = m_impl->wait_for_retry(
+            url, response.error(), retry_after_value, retry)) {
+      return std::unexpected(std::move(*final_error));
+    }
   }
-  return response;
 }
 
 } // namespace cert_poll

@@ -5,18 +5,29 @@
 #include "cert_poll/ca_handler.hpp"
 #include "cert_poll/config.hpp"
 #include "cert_poll/poller.hpp"
+#include "cert_poll/report.hpp"
 #include "cert_poll/run_lock.hpp"
 #include "cert_poll/store.hpp"
 #include "cert_poll/version.hpp"
 
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <fcntl.h>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <syslog.h>
+#include <system_error>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 
 namespace {
@@ -28,23 +39,71 @@ enum ExitStatus {
   exit_poll_failed = 1,
   exit_usage = 2,
   exit_database = 3,
+  // A run stopped by a signal exits with 128 + the signal number, as a
+  // shell reports a command that the signal killed.
+  exit_signal_base = 128,
 };
 
 constexpr const char *k_exit_status_help = R"(Exit status:
   0  the pass completed, whatever states the CA reported, or another run
      holds the lock file
   1  one or more requests could not be polled or stored (CA unreachable,
-     bad response, failed check); they are polled again next run
-  2  usage or configuration error, or a lock file that cannot be used
+     bad response, failed check), or --max-runtime ran out before all were
+     polled; they are polled again next run
+  2  usage or configuration error, a lock file or --log-file that cannot
+     be used, or a --metrics-file that cannot be written after a pass that
+     otherwise exits 0
   3  database error: missing, not SQLite, not acme2certifier's, not
-     writable, or locked by another process past the busy timeout)";
+     writable, or locked by another process past the busy timeout
+  130  stopped by SIGINT
+  143  stopped by SIGTERM. With either signal (128 + its number) the
+       request in progress is dropped, a write in progress completes, and
+       the requests left are polled next run)";
+
+// Set by the SIGINT and SIGTERM handlers, and read by the poll pass and by
+// libcurl's progress callback. Lock-free atomics are safe in a handler.
+std::atomic<bool> g_stop_requested{false};
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<bool>::is_always_lock_free);
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void request_stop(int signal_number) {
+  g_stop_signal.store(signal_number);
+  g_stop_requested.store(true);
+}
+
+// Installs request_stop for SIGINT and SIGTERM. A signal that the parent
+// left ignored stays ignored, as for a background job of a shell without
+// job control, which must not stop on the terminal's Ctrl-C. SA_RESTART
+// resumes the reads and writes of SQLite and of the log after the handler.
+// The poll() that libcurl waits in fails with EINTR anyway, because poll()
+// is never restarted, so an HTTP transfer sees the flag at once.
+void install_stop_handlers() {
+  struct sigaction action {};
+  action.sa_handler = &request_stop;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  for (const int signal_number : {SIGINT, SIGTERM}) {
+    struct sigaction inherited {};
+    sigaction(signal_number, nullptr, &inherited);
+    if (inherited.sa_handler != SIG_IGN) {
+      sigaction(signal_number, &action, nullptr);
+    }
+  }
+}
 
 struct Arguments {
   Overrides overrides;
   PassOptions pass;
   std::optional<std::filesystem::path> lock_file; // --lock-file
+  int max_runtime_seconds = 0;                    // 0: no limit
   int verbosity = 0;
   bool quiet = false;
+  bool list = false;                                 // --list
+  bool json = false;                                 // --json
+  std::optional<std::filesystem::path> metrics_file; // --metrics-file
+  std::optional<std::filesystem::path> log_file;     // --log-file
+  bool syslog = false;                               // --syslog
 };
 
 int exit_status_for(const Error &error) {
@@ -65,11 +124,59 @@ int fail(const Error &error) {
   return exit_status_for(error);
 }
 
-void set_up_logging() {
-  auto logger = spdlog::stderr_color_mt("cert_poll");
-  logger->set_pattern("cert_poll: %^%l%$: %v");
+// Opens the --log-file sink for appending. The file is opened here first,
+// because spdlog would create missing folders and its error names no fix.
+Result<spdlog::sink_ptr> open_log_file(const std::filesystem::path &path) {
+  std::string cause;
+  int fd = ::open(
+      path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+  if (fd < 0) {
+    cause = std::system_category().message(errno);
+  } else {
+    ::close(fd);
+    try {
+      auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(
+          path.string(), false);
+      sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z cert_poll[%P]: %l: %v");
+      return sink;
+    } catch (const spdlog::spdlog_ex &exception) {
+      cause = exception.what();
+    }
+  }
+  return make_error(ErrorKind::usage,
+                    "failed to open log file '" + path.string() + "' (" +
+                        cause +
+                        "): check that the folder exists and that this user "
+                        "can write the file, or pass --log-file PATH with "
+                        "another path");
+}
+
+// Logs to stderr, the first sink, and with --log-file and --syslog also to
+// a file and to syslog. Fails when the log file cannot be opened, after
+// which the stderr logger is in place to report it.
+Result<void> set_up_logging(const Arguments &arguments) {
+  auto stderr_sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  stderr_sink->set_pattern("cert_poll: %^%l%$: %v");
+  auto logger = std::make_shared<spdlog::logger>("cert_poll", stderr_sink);
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::info);
+  // A run that is killed keeps the lines it logged.
+  logger->flush_on(spdlog::level::trace);
+
+  if (arguments.log_file) {
+    auto file_sink = open_log_file(*arguments.log_file);
+    if (!file_sink) {
+      return std::unexpected(file_sink.error());
+    }
+    logger->sinks().push_back(*file_sink);
+  }
+  if (arguments.syslog) {
+    // syslog adds the time, the ident and the PID, and takes the priority
+    // from the level, so the sink sends only the message.
+    logger->sinks().push_back(std::make_shared<spdlog::sinks::syslog_sink_mt>(
+        "cert_poll", LOG_PID, LOG_DAEMON, false));
+  }
+  return {};
 }
 
 void set_log_level(const Arguments &arguments, const Config &config) {
@@ -77,9 +184,56 @@ void set_log_level(const Arguments &arguments, const Config &config) {
     spdlog::set_level(spdlog::level::warn);
   } else if (arguments.verbosity > 0 || config.debug) {
     spdlog::set_level(spdlog::level::debug);
-    spdlog::default_logger()->set_pattern(
+    // Only the stderr sink: the file and syslog keep their own patterns.
+    spdlog::default_logger()->sinks().front()->set_pattern(
         "%Y-%m-%dT%H:%M:%S.%e cert_poll[%P]: %^%l%$: %v");
   }
+}
+
+// The options for reports and log destinations.
+void add_report_options(CLI::App &app, Arguments &arguments) {
+  auto *list = app.add_flag(
+      "--list",
+      arguments.list,
+      "print the requests whose order is processing as a table on stdout "
+      "(order, certificate, identifiers, age, poll identifier, last error) "
+      "and exit, without asking the CA, taking the lock or writing");
+  auto *json = app.add_flag("--json",
+                            arguments.json,
+                            "after the pass, print each request's outcome "
+                            "and the totals as one JSON document on stdout");
+  auto *metrics =
+      app.add_option(
+             "--metrics-file",
+             arguments.metrics_file,
+             "after each pass, replace this file with the pass's metrics in "
+             "Prometheus text format, for node_exporter's textfile collector "
+             "(name it *.prom)")
+          ->type_name("PATH");
+  list->excludes(json, metrics);
+  app.add_option("--log-file",
+                 arguments.log_file,
+                 "also append the log lines, with time and PID, to this "
+                 "file")
+      ->type_name("PATH");
+  app.add_flag("--syslog",
+               arguments.syslog,
+               "also log to syslog (ident cert_poll, facility daemon)");
+}
+
+// Accepts a whole number of seconds, 0 or more, that fits an int.
+CLI::Validator whole_seconds_validator() {
+  auto check = [](std::string &text) -> std::string {
+    int seconds = 0;
+    const char *end = text.data() + text.size();
+    const auto [stop, code] = std::from_chars(text.data(), end, seconds);
+    if (code == std::errc() && stop == end && seconds >= 0) {
+      return {};
+    }
+    return "invalid value '" + text +
+           "': use a whole number of seconds, or 0 for no limit";
+  };
+  return CLI::Validator(check, "");
 }
 
 void add_options(CLI::App &app, Arguments &arguments) {
@@ -106,12 +260,21 @@ void add_options(CLI::App &app, Arguments &arguments) {
   app.add_option("--order",
                  arguments.pass.order_name,
                  "poll only the order with this name");
+  app.add_option("--max-runtime",
+                 arguments.max_runtime_seconds,
+                 "seconds after the start at which the run stops: no request "
+                 "starts later, the HTTP call in progress is cut short, and "
+                 "the requests left are polled next run (exit status 1). 0, "
+                 "the default, sets no limit")
+      ->check(whole_seconds_validator())
+      ->type_name("SECONDS");
   auto *verbose = app.add_flag("-v,--verbose",
                                arguments.verbosity,
                                "log every request and HTTP call (debug level)");
   auto *quiet = app.add_flag(
       "-q,--quiet", arguments.quiet, "log only warnings and errors");
   verbose->excludes(quiet);
+  add_report_options(app, arguments);
   app.set_version_flag("--version", std::string("cert_poll ") + version);
   app.footer(k_exit_status_help);
 }
@@ -121,14 +284,18 @@ void add_options(CLI::App &app, Arguments &arguments) {
 // only news unless -v is given.
 void log_summary(const PassSummary &summary, bool dry_run) {
   std::string line = fmt::format(
-      "{}{} issued, {} still pending, {} rejected, {} failed, {} skipped",
+      "{}{} issued, {} still pending, {} rejected, {} failed, {} skipped, {} "
+      "not polled",
       dry_run ? "dry run, nothing written: " : "",
       summary.issued,
       summary.pending,
       summary.rejected,
       summary.failed,
-      summary.skipped);
-  bool news = summary.issued + summary.rejected + summary.failed > 0;
+      summary.skipped,
+      summary.not_polled);
+  bool news =
+      summary.issued + summary.rejected + summary.failed + summary.not_polled >
+      0;
   if (news || isatty(STDERR_FILENO) == 1) {
     spdlog::info("{}", line);
   } else {
@@ -163,13 +330,123 @@ std::optional<int> lock_run(const Arguments &arguments,
   return std::nullopt;
 }
 
+// The pass options with the --max-runtime deadline, counted from `start`,
+// and the flag of the signal handlers.
+PassOptions pass_options(const Arguments &arguments,
+                         std::chrono::steady_clock::time_point start) {
+  PassOptions options = arguments.pass;
+  if (arguments.max_runtime_seconds > 0) {
+    options.deadline =
+        start + std::chrono::seconds(arguments.max_runtime_seconds);
+  }
+  options.stop_requested = &g_stop_requested;
+  return options;
+}
+
+int exit_status_after(const PassSummary &summary) {
+  if (const int signal_number = g_stop_signal.load(); signal_number != 0) {
+    const int status = exit_signal_base + signal_number;
+    spdlog::warn("received {}: exiting with status {}",
+                 signal_number == SIGINT ? "SIGINT" : "SIGTERM",
+                 status);
+    return status;
+  }
+  if (summary.database_error) {
+    return exit_database;
+  }
+  if (summary.failed > 0 || summary.not_polled > 0) {
+    return exit_poll_failed;
+  }
+  return exit_ok;
+}
+
+// Prints the --list table from a read-only connection: no CA, no lock, no
+// write.
+int list_requests(const Config &config,
+                  const std::optional<std::string> &order_name) {
+  StoreOptions options;
+  options.read_only = true;
+  auto store = Store::open(config.db_file, options);
+  if (!store) {
+    return fail(store.error());
+  }
+  if (order_name) {
+    auto status = store->order_status(*order_name);
+    if (!status) {
+      return fail(status.error());
+    }
+    if (!*status) {
+      return fail(Error{ErrorKind::usage,
+                        "order '" + *order_name + "' not found in '" +
+                            config.db_file.string() +
+                            "': check the name in the orders table"});
+    }
+  }
+
+  auto requests = store->processing_requests(order_name);
+  if (!requests) {
+    return fail(requests.error());
+  }
+  std::fputs(
+      format_request_table(*requests, std::chrono::system_clock::now()).c_str(),
+      stdout);
+  return exit_ok;
+}
+
+// Counts the requests still processing in the whole database, for the
+// cert_poll_pending_requests gauge. Returns nullopt when that read fails.
+std::optional<std::size_t> count_processing(Store &store) {
+  auto requests = store.processing_requests();
+  if (!requests) {
+    spdlog::warn("failed to count the requests still processing, so the "
+                 "metrics file has no cert_poll_pending_requests: {}",
+                 requests.error().message);
+    return std::nullopt;
+  }
+  return requests->size();
+}
+
+// Prints --json and writes --metrics-file after a pass. Returns `status`,
+// the pass's exit status, or exit_usage when the metrics file cannot be
+// written and `status` is exit_ok. A pass that failed keeps its status,
+// which already reports a failure.
+int report_pass(const Arguments &arguments,
+                Store &store,
+                const PassSummary &summary,
+                std::chrono::duration<double> duration,
+                int status) {
+  if (arguments.json) {
+    std::fputs(
+        format_pass_json(summary, arguments.pass.dry_run, duration).c_str(),
+        stdout);
+    std::fflush(stdout);
+  }
+  if (!arguments.metrics_file) {
+    return status;
+  }
+  PassMetrics metrics{summary,
+                      duration,
+                      std::chrono::system_clock::now(),
+                      count_processing(store)};
+  auto written = write_metrics_file(*arguments.metrics_file, metrics);
+  if (!written) {
+    int metrics_status = fail(written.error());
+    return status == exit_ok ? metrics_status : status;
+  }
+  return status;
+}
+
 int run(const Arguments &arguments) {
+  const auto start = std::chrono::steady_clock::now();
   auto environment = process_environment();
   auto config = load_config(arguments.overrides, environment);
   if (!config) {
     return fail(config.error());
   }
   set_log_level(arguments, *config);
+  if (arguments.list) {
+    return list_requests(*config, arguments.pass.order_name);
+  }
 
   auto handler = make_ca_handler(*config, environment);
   if (!handler) {
@@ -191,15 +468,16 @@ int run(const Arguments &arguments) {
     return *stop;
   }
 
-  auto summary = run_pass(*store, **handler, arguments.pass);
+  const auto pass_start = std::chrono::steady_clock::now();
+  auto summary = run_pass(*store, **handler, pass_options(arguments, start));
   if (!summary) {
     return fail(summary.error());
   }
+  std::chrono::duration<double> duration =
+      std::chrono::steady_clock::now() - pass_start;
   log_summary(*summary, arguments.pass.dry_run);
-  if (summary->database_error) {
-    return exit_database;
-  }
-  return summary->failed > 0 ? exit_poll_failed : exit_ok;
+  return report_pass(
+      arguments, *store, *summary, duration, exit_status_after(*summary));
 }
 
 } // namespace
@@ -218,6 +496,9 @@ int main(int argc, char **argv) {
     return status == 0 ? exit_ok : exit_usage;
   }
 
-  set_up_logging();
+  if (auto logging = set_up_logging(arguments); !logging) {
+    return fail(logging.error());
+  }
+  install_stop_handlers();
   return run(arguments);
 }

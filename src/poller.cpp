@@ -187,6 +187,49 @@ void warn_missing_columns(const Store &store) {
                names);
 }
 
+// The reason a pass polls no further requests.
+enum class StopReason {
+  deadline,
+  stop_requested,
+};
+
+std::optional<StopReason> stop_reason(const PassOptions &options) {
+  if (options.stop_requested != nullptr && options.stop_requested->load()) {
+    return StopReason::stop_requested;
+  }
+  if (options.deadline &&
+      std::chrono::steady_clock::now() >= *options.deadline) {
+    return StopReason::deadline;
+  }
+  return std::nullopt;
+}
+
+std::string to_text(StopReason reason) {
+  switch (reason) {
+  case StopReason::deadline:
+    return "deadline reached (--max-runtime)";
+  case StopReason::stop_requested:
+    break;
+  }
+  return "stopped by a signal";
+}
+
+void add_not_polled(PassSummary &summary,
+                    const PendingRequest &request,
+                    std::string message) {
+  RequestReport report{request.order_name,
+                       request.certificate_name,
+                       Outcome::failed,
+                       std::move(message)};
+  report.not_polled = true;
+  spdlog::debug("order {}, certificate {}: {}",
+                in_quotes(request.order_name),
+                in_quotes(request.certificate_name),
+                report.message);
+  ++summary.not_polled;
+  summary.requests.push_back(std::move(report));
+}
+
 // Resolves --order: an unknown order is a usage error, an order that is not
 // processing leaves nothing to poll.
 Result<bool> order_is_processing(Store &store, const std::string &order_name) {
@@ -207,6 +250,80 @@ Result<bool> order_is_processing(Store &store, const std::string &order_name) {
     return false;
   }
   return true;
+}
+
+// Checks one poll result, records it, and logs and counts the outcome.
+// The first issued certificate of a pass warns about missing columns.
+void record_result(Store &store,
+                   const PendingRequest &request,
+                   const PollResult &result,
+                   const PassOptions &options,
+                   PassSummary &summary,
+                   bool &warned_missing_columns) {
+  Update update = make_update(request, result);
+  if (update.outcome == Outcome::issued && !warned_missing_columns) {
+    warn_missing_columns(store);
+    warned_missing_columns = true;
+  }
+  RequestReport report =
+      record_update(store, request, update, options, summary.database_error);
+  log_outcome(request, report, options.dry_run);
+  count(summary, report);
+  summary.requests.push_back(std::move(report));
+}
+
+// Polls and records each request in turn until the database stays locked,
+// the deadline passes or a stop is requested.
+void poll_requests(Store &store,
+                   CaHandler &handler,
+                   const std::vector<PendingRequest> &requests,
+                   const PassOptions &options,
+                   PassSummary &summary) {
+  handler.set_deadline(options.deadline);
+  handler.set_stop_flag(options.stop_requested);
+  bool warned_missing_columns = false;
+  std::optional<StopReason> stopped;
+  for (const auto &request : requests) {
+    if (summary.database_error) {
+      // The database stayed locked past the busy timeout: polling the rest
+      // would only fetch results from the CA that cannot be stored.
+      summary.requests.push_back({request.order_name,
+                                  request.certificate_name,
+                                  Outcome::failed,
+                                  "not polled: the database is locked"});
+      ++summary.failed;
+      continue;
+    }
+    if (!stopped) {
+      stopped = stop_reason(options);
+    }
+    if (stopped) {
+      add_not_polled(summary, request, "not polled: " + to_text(*stopped));
+      continue;
+    }
+
+    PollResult result = handler.poll(request);
+    if (result.status == PollStatus::failed) {
+      // Storing the error would blame the CA for a cut that came from here.
+      // The HTTP client has logged the failed call at debug level.
+      stopped = stop_reason(options);
+      if (stopped) {
+        add_not_polled(summary,
+                       request,
+                       "poll interrupted, nothing stored: " +
+                           to_text(*stopped));
+        continue;
+      }
+    }
+    record_result(
+        store, request, result, options, summary, warned_missing_columns);
+  }
+  if (stopped) {
+    spdlog::warn("{} of {} requests not polled: {}. The next run polls them",
+                 summary.not_polled,
+                 requests.size(),
+                 to_text(*stopped));
+  }
 }
 
 } // namespace
@@ -234,30 +351,7 @@ run_pass(Store &store, CaHandler &handler, const PassOptions &options) {
                   in_quotes(name));
   }
 
-  bool warned_missing_columns = false;
-  for (const auto &request : pending->requests) {
-    if (summary.database_error) {
-      // The database stayed locked past the busy timeout: polling the rest
-      // would only fetch results from the CA that cannot be stored.
-      summary.requests.push_back({request.order_name,
-                                  request.certificate_name,
-                                  Outcome::failed,
-                                  "not polled: the database is locked"});
-      ++summary.failed;
-      continue;
-    }
-    PollResult result = handler.poll(request);
-    Update update = make_update(request, result);
-    if (update.outcome == Outcome::issued && !warned_missing_columns) {
-      warn_missing_columns(store);
-      warned_missing_columns = true;
-    }
-    RequestReport report =
-        record_update(store, request, update, options, summary.database_error);
-    log_outcome(request, report, options.dry_run);
-    count(summary, report);
-    summary.requests.push_back(std::move(report));
-  }
+  poll_requests(store, handler, pending->requests, options, summary);
   return summary;
 }
 

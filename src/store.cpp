@@ -435,6 +435,23 @@ std::vector<std::string> Store::missing_columns() const {
 }
 
 Result<PendingList> Store::pending(std::optional<std::string_view> order_name) {
+  auto rows = processing_requests(order_name);
+  if (!rows) {
+    return std::unexpected(rows.error());
+  }
+  PendingList list;
+  for (auto &request : *rows) {
+    if (request.poll_identifier.empty()) {
+      list.skipped.push_back(std::move(request.certificate_name));
+    } else {
+      list.requests.push_back(std::move(request));
+    }
+  }
+  return list;
+}
+
+Result<std::vector<PendingRequest>>
+Store::processing_requests(std::optional<std::string_view> order_name) {
   const Schema &schema = *m_schema;
   Database database{m_db, m_path};
   constexpr std::string_view action = "listing pending requests";
@@ -463,14 +480,14 @@ Result<PendingList> Store::pending(std::optional<std::string_view> order_name) {
     return std::unexpected(statement.error());
   }
 
-  PendingList list;
+  std::vector<PendingRequest> requests;
   while (true) {
     auto row = step(database, statement->get(), action);
     if (!row) {
       return std::unexpected(row.error());
     }
     if (!*row) {
-      return list;
+      return requests;
     }
     sqlite3_stmt *s = statement->get();
     PendingRequest request{
@@ -485,11 +502,7 @@ Result<PendingList> Store::pending(std::optional<std::string_view> order_name) {
         .identifiers = column_text(s, 7),
         .created_at = column_text(s, 8),
     };
-    if (request.poll_identifier.empty()) {
-      list.skipped.push_back(std::move(request.certificate_name));
-    } else {
-      list.requests.push_back(std::move(request));
-    }
+    requests.push_back(std::move(request));
   }
 }
 

@@ -7,8 +7,11 @@
 #include "cert_poll/x509.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <optional>
+#include <regex>
+#include <sstream>
 #include <string>
 #include <unistd.h>
 
@@ -513,6 +516,491 @@ TEST_F(ExampleDatabase, MissingDatabaseGetsNoLockFile) {
 
   EXPECT_EQ(result.exit_status, 3) << result.output;
   EXPECT_FALSE(fs::exists(missing.string() + ".lock"));
+}
+
+TEST(CommandLine, HelpDescribesMaxRuntimeAndSignals) {
+  auto result = run_cert_poll("--help");
+
+  EXPECT_EQ(result.exit_status, 0);
+  EXPECT_NE(result.output.find("--max-runtime SECONDS"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("130  stopped by SIGINT"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("143  stopped by SIGTERM"), std::string::npos)
+      << result.output;
+}
+
+TEST(CommandLine, InvalidMaxRuntimeIsUsageError) {
+  for (const char *value : {"-1", "1.5", "soon", "99999999999"}) {
+    auto result = run_cert_poll("--max-runtime " + shell_quote(value));
+
+    EXPECT_EQ(result.exit_status, 2) << value << ": " << result.output;
+    EXPECT_NE(result.output.find("--max-runtime: invalid value '" +
+                                 std::string(value) +
+                                 "': use a whole number of seconds"),
+              std::string::npos)
+        << result.output;
+  }
+}
+
+// Returns the output of an SQL query on `db`.
+std::string query(const fs::path &db, const std::string &sql) {
+  return run_command("sqlite3 " + shell_quote(db.string()) + " " +
+                     shell_quote(sql))
+      .output;
+}
+
+constexpr const char *k_valid_without_certificate =
+    "SELECT count(*) FROM orders o JOIN status s ON s.id = o.status_id "
+    "WHERE s.name = 'valid' AND NOT EXISTS (SELECT 1 FROM certificate c "
+    "WHERE c.order_id = o.id AND coalesce(c.cert, '') != '')";
+
+// A signal and the exit status it gives.
+struct SignalCase {
+  const char *name; // for kill -s and env --default-signal
+  int exit_status;
+};
+
+void PrintTo(const SignalCase &signal_case, std::ostream *out) {
+  *out << signal_case.name;
+}
+
+class ExampleDatabaseSignal : public ExampleDatabase,
+                              public ::testing::WithParamInterface<SignalCase> {
+};
+
+// Sends the signal one second after the start, while the first request,
+// which the demo CA answers only after 5 s, is in flight.
+TEST_P(ExampleDatabaseSignal, StopsCleanlyAndNextRunFinishes) {
+  const SignalCase &signal_case = GetParam();
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  m_ca->set_behaviour("req-crtapproved1", demo_ca::Behaviour::slow);
+  // A shell without job control starts background jobs with SIGINT
+  // ignored, and cert_poll keeps an ignored signal ignored, so env resets
+  // it to the default first.
+  std::string script = "DEMO_CA_PASSWORD=" + std::string(k_password) +
+                       " env --default-signal=" + signal_case.name + " " +
+                       shell_quote(CERT_POLL_BINARY) + " --config " +
+                       shell_quote(config.string()) +
+                       " 2>&1 & pid=$!; sleep 1; kill -s " + signal_case.name +
+                       " $pid; wait $pid";
+
+  const auto start = std::chrono::steady_clock::now();
+  auto stopped = run_command("sh -c " + shell_quote(script));
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+
+  EXPECT_EQ(stopped.exit_status, signal_case.exit_status) << stopped.output;
+  EXPECT_LT(elapsed, std::chrono::seconds(4))
+      << "the transfer in flight was not aborted";
+  EXPECT_NE(stopped.output.find("4 of 4 requests not polled: stopped by a "
+                                "signal"),
+            std::string::npos)
+      << stopped.output;
+  EXPECT_NE(stopped.output.find("received SIG" + std::string(signal_case.name) +
+                                ": exiting with status " +
+                                std::to_string(signal_case.exit_status)),
+            std::string::npos)
+      << stopped.output;
+  EXPECT_EQ(query(db, "PRAGMA integrity_check"), "ok\n");
+  EXPECT_EQ(query(db, k_valid_without_certificate), "0\n");
+  auto states = order_states(db);
+  EXPECT_EQ(states["Ord1Approved"], "processing")
+      << "the request in flight was stored";
+  EXPECT_EQ(states["Ord2Approved"], "processing");
+  bool slow_request_sent = false;
+  bool next_request_sent = false;
+  for (const auto &request : m_ca->received()) {
+    slow_request_sent |= request.path == "/v1/requests/req-crtapproved1";
+    next_request_sent |= request.path == "/v1/requests/req-crtapproved2";
+  }
+  EXPECT_TRUE(slow_request_sent) << "the signal came before the first poll";
+  EXPECT_FALSE(next_request_sent);
+
+  m_ca->set_behaviour("req-crtapproved1", demo_ca::Behaviour::approve);
+  auto next = run_cert_poll("--config " + shell_quote(config.string()));
+
+  EXPECT_EQ(next.exit_status, 0) << next.output;
+  states = order_states(db);
+  EXPECT_EQ(states["Ord1Approved"], "valid");
+  EXPECT_EQ(states["Ord2Approved"], "valid");
+  EXPECT_EQ(states["Ord3Rejected"], "invalid");
+  EXPECT_EQ(query(db, k_valid_without_certificate), "0\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals,
+                         ExampleDatabaseSignal,
+                         ::testing::Values(SignalCase{"TERM", 143},
+                                           SignalCase{"INT", 130}),
+                         [](const auto &test_case) {
+                           return std::string(test_case.param.name);
+                         });
+
+TEST_F(ExampleDatabase, MaxRuntimeLeavesRestForNextRun) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  m_ca->set_behaviour("req-crtapproved1", demo_ca::Behaviour::slow);
+  std::string before = dump(db);
+
+  auto result =
+      run_cert_poll("--max-runtime 1 --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 1) << result.output;
+  EXPECT_NE(result.output.find("4 of 4 requests not polled: deadline reached "
+                               "(--max-runtime)"),
+            std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("4 not polled"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(dump(db), before);
+}
+
+TEST_F(ExampleDatabase, ZeroMaxRuntimeSetsNoLimit) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+
+  auto result =
+      run_cert_poll("--max-runtime 0 --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_NE(result.output.find("0 not polled"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(order_states(db)["Ord1Approved"], "valid");
+}
+
+// Runs cert_poll and returns its standard output only. Standard error goes
+// to `stderr_file`, so that a report on stdout can be parsed.
+test_support::CommandResult run_cert_poll_stdout(const std::string &arguments,
+                                                 const fs::path &stderr_file) {
+  return run_command("DEMO_CA_PASSWORD=" + std::string(k_password) + " " +
+                     shell_quote(CERT_POLL_BINARY) + " " + arguments + " 2>" +
+                     shell_quote(stderr_file.string()));
+}
+
+// Returns the line of `text` that starts with `prefix`, or "" when none does.
+std::string line_starting_with(const std::string &text,
+                               const std::string &prefix) {
+  std::size_t at = text.rfind("\n" + prefix);
+  if (text.rfind(prefix, 0) == 0) {
+    at = 0;
+  } else if (at != std::string::npos) {
+    ++at;
+  } else {
+    return "";
+  }
+  return text.substr(at, text.find('\n', at) - at);
+}
+
+TEST_F(ExampleDatabase, ListShowsProcessingOrdersWithoutCa) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  std::string before = dump(db);
+
+  auto result = run_cert_poll_stdout(
+      "--list --config " + shell_quote(config.string()), m_dir / "stderr");
+
+  EXPECT_EQ(result.exit_status, 0) << test_support::read_file(m_dir / "stderr");
+  EXPECT_EQ(line_count(result.output), 6) << result.output;
+  EXPECT_EQ(result.output.rfind("ORDER ", 0), 0u) << result.output;
+  for (const char *order :
+       {"Ord1Approved", "Ord2Approved", "Ord3Rejected", "Ord4Pending"}) {
+    EXPECT_NE(line_starting_with(result.output, order).find(m_ca->base_url()),
+              std::string::npos)
+        << order << "\n"
+        << result.output;
+  }
+  std::string no_poll_id = line_starting_with(result.output, "Ord5NoPollId");
+  EXPECT_NE(no_poll_id.find("CrtNoPollId5"), std::string::npos)
+      << result.output;
+  EXPECT_NE(no_poll_id.find("vpn.example.com"), std::string::npos);
+  EXPECT_TRUE(no_poll_id.ends_with("  -")) << no_poll_id;
+  EXPECT_NE(line_starting_with(result.output, "Ord1Approved")
+                .find("www.example.com, example.com"),
+            std::string::npos)
+      << result.output;
+  EXPECT_EQ(result.output.find("Ord6Valid"), std::string::npos);
+  EXPECT_EQ(result.output.find("Ord7Invalid"), std::string::npos);
+  EXPECT_TRUE(m_ca->received().empty()) << "the CA was asked";
+  EXPECT_EQ(dump(db), before);
+  EXPECT_FALSE(fs::exists(db.string() + ".lock"));
+}
+
+TEST_F(ExampleDatabase, ListWithOrderShowsOnlyIt) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+
+  auto result = run_cert_poll_stdout("--list --order Ord5NoPollId --config " +
+                                         shell_quote(config.string()),
+                                     m_dir / "stderr");
+
+  EXPECT_EQ(result.exit_status, 0);
+  EXPECT_EQ(line_count(result.output), 2) << result.output;
+  EXPECT_NE(line_starting_with(result.output, "Ord5NoPollId"), "")
+      << result.output;
+  EXPECT_TRUE(m_ca->received().empty());
+}
+
+TEST_F(ExampleDatabase, ListUnknownOrderIsUsageError) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+
+  auto result = run_cert_poll("--list --order NoSuchOrder --config " +
+                              shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 2) << result.output;
+  EXPECT_NE(result.output.find("order 'NoSuchOrder' not found"),
+            std::string::npos)
+      << result.output;
+}
+
+TEST_F(ExampleDatabase, ListReadsReadOnlyDatabase) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  fs::permissions(db,
+                  fs::perms::owner_read | fs::perms::group_read |
+                      fs::perms::others_read);
+  fs::permissions(m_dir.path(),
+                  fs::perms::owner_all | fs::perms::group_read |
+                      fs::perms::group_exec | fs::perms::others_read |
+                      fs::perms::others_exec);
+  // Root may write any file, so run as nobody when the test runs as root.
+  std::string as_user =
+      geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups "
+                     : "";
+
+  auto result = run_cert_poll_as(
+      as_user, "--list --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_NE(result.output.find("Ord4Pending"), std::string::npos)
+      << result.output;
+}
+
+TEST_F(ExampleDatabase, ListDatabaseErrorGivesExitThree) {
+  fs::path config = write_config(m_dir / "missing.db");
+
+  auto result =
+      run_cert_poll("--list --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 3) << result.output;
+}
+
+TEST_F(ExampleDatabase, JsonTotalsMatchExample) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+
+  auto result = run_cert_poll_stdout(
+      "--json --config " + shell_quote(config.string()), m_dir / "stderr");
+
+  EXPECT_EQ(result.exit_status, 0) << test_support::read_file(m_dir / "stderr");
+  auto document = nlohmann::json::parse(result.output);
+  const auto &totals = document.at("totals");
+  EXPECT_EQ(totals.at("issued"), 2) << result.output;
+  EXPECT_EQ(totals.at("pending"), 1);
+  EXPECT_EQ(totals.at("rejected"), 1);
+  EXPECT_EQ(totals.at("failed"), 0);
+  EXPECT_EQ(totals.at("skipped"), 1);
+  EXPECT_EQ(totals.at("not_polled"), 0);
+  EXPECT_EQ(document.at("dry_run"), false);
+  EXPECT_GE(document.at("duration_seconds").get<double>(), 0.0);
+  ASSERT_EQ(document.at("requests").size(), 4u) << result.output;
+  std::map<std::string, std::string> outcomes;
+  for (const auto &request : document["requests"]) {
+    outcomes[request.at("order").get<std::string>()] =
+        request.at("outcome").get<std::string>();
+    EXPECT_EQ(request.at("skipped"), false);
+  }
+  EXPECT_EQ(outcomes["Ord1Approved"], "issued");
+  EXPECT_EQ(outcomes["Ord2Approved"], "issued");
+  EXPECT_EQ(outcomes["Ord3Rejected"], "rejected");
+  EXPECT_EQ(outcomes["Ord4Pending"], "pending");
+  // The summary line stays on stderr.
+  EXPECT_NE(test_support::read_file(m_dir / "stderr").find("2 issued"),
+            std::string::npos);
+}
+
+TEST_F(ExampleDatabase, JsonDryRunSaysSo) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+
+  auto result = run_cert_poll_stdout("--json --dry-run --config " +
+                                         shell_quote(config.string()),
+                                     m_dir / "stderr");
+
+  EXPECT_EQ(result.exit_status, 0);
+  auto document = nlohmann::json::parse(result.output);
+  EXPECT_EQ(document.at("dry_run"), true);
+  EXPECT_EQ(document.at("totals").at("issued"), 2);
+  EXPECT_EQ(order_states(db)["Ord1Approved"], "processing");
+}
+
+TEST_F(ExampleDatabase, MetricsFileHasPassCounts) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  fs::path metrics = m_dir / "metrics" / "cert_poll.prom";
+  fs::create_directory(metrics.parent_path());
+
+  auto result =
+      run_cert_poll("--metrics-file " + shell_quote(metrics.string()) +
+                    " --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  std::string text = test_support::read_file(metrics);
+  EXPECT_EQ(line_starting_with(text, "cert_poll_requests{outcome=\"issued\"}"),
+            "cert_poll_requests{outcome=\"issued\"} 2")
+      << text;
+  EXPECT_EQ(line_starting_with(text, "cert_poll_requests{outcome=\"pending\"}"),
+            "cert_poll_requests{outcome=\"pending\"} 1");
+  EXPECT_EQ(
+      line_starting_with(text, "cert_poll_requests{outcome=\"rejected\"}"),
+      "cert_poll_requests{outcome=\"rejected\"} 1");
+  EXPECT_EQ(line_starting_with(text, "cert_poll_requests{outcome=\"failed\"}"),
+            "cert_poll_requests{outcome=\"failed\"} 0");
+  EXPECT_EQ(line_starting_with(text, "cert_poll_requests{outcome=\"skipped\"}"),
+            "cert_poll_requests{outcome=\"skipped\"} 1");
+  // Ord4Pending and Ord5NoPollId stay processing.
+  EXPECT_EQ(line_starting_with(text, "cert_poll_pending_requests "),
+            "cert_poll_pending_requests 2");
+  EXPECT_NE(line_starting_with(text, "cert_poll_pass_duration_seconds "), "");
+  EXPECT_NE(
+      line_starting_with(text, "cert_poll_last_success_timestamp_seconds "),
+      "");
+  EXPECT_NE(line_starting_with(text, "cert_poll_last_run_timestamp_seconds "),
+            "");
+  EXPECT_EQ(std::distance(fs::directory_iterator(metrics.parent_path()),
+                          fs::directory_iterator()),
+            1)
+      << "a temporary file was left";
+}
+
+TEST_F(ExampleDatabase, MetricsFileKeepsLastSuccessAfterFailure) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  fs::path metrics = m_dir / "cert_poll.prom";
+  test_support::write_file(
+      metrics, "cert_poll_last_success_timestamp_seconds 1700000000\n");
+  m_ca->set_behaviour("req-crtpending4", demo_ca::Behaviour::server_error);
+
+  auto result =
+      run_cert_poll("--metrics-file " + shell_quote(metrics.string()) +
+                    " --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 1) << result.output;
+  std::string text = test_support::read_file(metrics);
+  EXPECT_EQ(
+      line_starting_with(text, "cert_poll_last_success_timestamp_seconds "),
+      "cert_poll_last_success_timestamp_seconds 1700000000")
+      << text;
+  EXPECT_EQ(line_starting_with(text, "cert_poll_requests{outcome=\"failed\"}"),
+            "cert_poll_requests{outcome=\"failed\"} 1");
+}
+
+TEST_F(ExampleDatabase, UnwritableMetricsFileIsUsageError) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  fs::path metrics = m_dir / "no-such-folder" / "cert_poll.prom";
+
+  auto result =
+      run_cert_poll("--metrics-file " + shell_quote(metrics.string()) +
+                    " --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 2) << result.output;
+  EXPECT_NE(result.output.find("'" + metrics.string() + "'"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(order_states(db)["Ord1Approved"], "valid")
+      << "the pass itself must still run";
+}
+
+TEST_F(ExampleDatabase, LogFileAppendsAcrossRuns) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  fs::path log = m_dir / "cert_poll.log";
+  std::string arguments = "-v --log-file " + shell_quote(log.string()) +
+                          " --config " + shell_quote(config.string());
+
+  auto first = run_cert_poll(arguments);
+  std::string after_first = test_support::read_file(log);
+  auto second = run_cert_poll(arguments);
+  std::string after_second = test_support::read_file(log);
+
+  EXPECT_EQ(first.exit_status, 0) << first.output;
+  EXPECT_EQ(second.exit_status, 0) << second.output;
+  EXPECT_NE(after_first.find("2 issued"), std::string::npos) << after_first;
+  EXPECT_EQ(after_second.rfind(after_first, 0), 0u) << "the log was truncated";
+  EXPECT_GT(after_second.size(), after_first.size());
+  const std::regex line_form(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})"
+                             R"([+-]\d\d:\d\d cert_poll\[\d+\]: )"
+                             R"((debug|info|warning|error): .+)");
+  std::istringstream lines(after_second);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_TRUE(std::regex_match(line, line_form)) << line;
+  }
+}
+
+TEST_F(ExampleDatabase, LogFileHasNoSecret) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  fs::path log = m_dir / "cert_poll.log";
+
+  auto result = run_cert_poll("-v --log-file " + shell_quote(log.string()) +
+                              " --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  std::string text = test_support::read_file(log);
+  EXPECT_NE(text.find(": debug: "), std::string::npos);
+  EXPECT_EQ(text.find(k_password), std::string::npos);
+  EXPECT_EQ(text.find("Authorization"), std::string::npos);
+}
+
+TEST_F(ExampleDatabase, SyslogRunSucceeds) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+
+  auto result =
+      run_cert_poll("--syslog --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 0) << result.output;
+  EXPECT_NE(result.output.find("cert_poll: info: 2 issued"), std::string::npos)
+      << "stderr must keep its lines\n"
+      << result.output;
+}
+
+TEST_F(ExampleDatabase, UnopenableLogFileIsUsageError) {
+  fs::path db = copy_example("acme_srv.db");
+  fs::path config = write_config(db);
+  std::string before = dump(db);
+  fs::path log = m_dir / "no-such-folder" / "cert_poll.log";
+
+  auto result = run_cert_poll("--log-file " + shell_quote(log.string()) +
+                              " --config " + shell_quote(config.string()));
+
+  EXPECT_EQ(result.exit_status, 2) << result.output;
+  EXPECT_NE(result.output.find("failed to open log file '" + log.string() +
+                               "' (No such file or directory)"),
+            std::string::npos)
+      << result.output;
+  EXPECT_FALSE(fs::exists(log.parent_path())) << "a folder was created";
+  EXPECT_EQ(dump(db), before);
+  EXPECT_TRUE(m_ca->received().empty()) << "the CA was asked";
+}
+
+TEST(CommandLine, HelpListsReportOptions) {
+  auto result = run_cert_poll("--help");
+
+  EXPECT_EQ(result.exit_status, 0);
+  for (const char *option : {"--list",
+                             "--json",
+                             "--metrics-file PATH",
+                             "--log-file PATH",
+                             "--syslog"}) {
+    EXPECT_NE(result.output.find(option), std::string::npos) << option;
+  }
+}
+
+TEST(CommandLine, ListExcludesJson) {
+  auto result = run_cert_poll("--list --json");
+
+  EXPECT_EQ(result.exit_status, 2) << result.output;
 }
 
 } // namespace

@@ -8,6 +8,7 @@
 #include "cert_poll/store.hpp"
 #include "cert_poll/x509.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -460,6 +461,170 @@ TEST_F(PollPass, LockedDatabaseStopsPass) {
   EXPECT_EQ(request_resources_polled(*m_ca), 1);
   EXPECT_EQ(row("One").order_status, "processing");
   EXPECT_EQ(row("Three").order_status, "processing");
+}
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char *k_deadline_not_polled =
+    "not polled: deadline reached (--max-runtime)";
+constexpr const char *k_deadline_interrupted =
+    "poll interrupted, nothing stored: deadline reached (--max-runtime)";
+constexpr const char *k_stop_not_polled = "not polled: stopped by a signal";
+constexpr const char *k_stop_interrupted =
+    "poll interrupted, nothing stored: stopped by a signal";
+
+// The report for order `name`, or an empty report when there is none.
+cert_poll::RequestReport report_for(const PassSummary &summary,
+                                    const std::string &name) {
+  for (const auto &report : summary.requests) {
+    if (report.order_name == "Ord" + name) {
+      return report;
+    }
+  }
+  ADD_FAILURE() << "no report for order 'Ord" << name << "'";
+  return {};
+}
+
+// Waits up to 10 s until the demo CA has received a request resource GET.
+bool wait_for_first_poll(const demo_ca::DemoCa &ca) {
+  const auto give_up = Clock::now() + std::chrono::seconds(10);
+  while (request_resources_polled(ca) == 0) {
+    if (Clock::now() > give_up) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+TEST_F(PollPass, PastDeadlinePollsNothing) {
+  add_processing("First", Behaviour::approve);
+  add_processing("Second", Behaviour::reject);
+  std::string before = m_database->dump();
+  std::uint32_t counter_before = change_counter(m_database->path());
+
+  PassOptions options;
+  options.deadline = Clock::now() - std::chrono::seconds(1);
+  PassSummary summary = run(options);
+
+  EXPECT_EQ(summary.not_polled, 2);
+  EXPECT_EQ(summary.issued, 0);
+  EXPECT_EQ(summary.rejected, 0);
+  EXPECT_EQ(summary.failed, 0);
+  ASSERT_EQ(summary.requests.size(), 2u);
+  for (const auto &report : summary.requests) {
+    EXPECT_TRUE(report.not_polled) << report.order_name;
+    EXPECT_EQ(report.message, k_deadline_not_polled) << report.order_name;
+  }
+  EXPECT_EQ(request_resources_polled(*m_ca), 0);
+  EXPECT_EQ(m_database->dump(), before);
+  EXPECT_EQ(change_counter(m_database->path()), counter_before);
+}
+
+TEST_F(PollPass, DeadlineCutsSlowRequestShort) {
+  // The demo CA responds to the slow request after 3 s, within the 10 s
+  // request timeout but after the 1 s deadline.
+  add_processing("Slow", Behaviour::slow);
+  add_processing("Next", Behaviour::approve);
+  m_timeout_ms = 10000;
+  std::string before = m_database->dump();
+
+  PassOptions options;
+  const auto start = Clock::now();
+  options.deadline = start + std::chrono::seconds(1);
+  PassSummary summary = run(options);
+  const auto elapsed = Clock::now() - start;
+
+  EXPECT_LT(elapsed, std::chrono::milliseconds(2500))
+      << "the request timeout was not cut to the deadline";
+  EXPECT_EQ(summary.not_polled, 2);
+  EXPECT_EQ(summary.issued, 0);
+  EXPECT_EQ(summary.failed, 0);
+  auto slow = report_for(summary, "Slow");
+  EXPECT_TRUE(slow.not_polled);
+  EXPECT_EQ(slow.message, k_deadline_interrupted);
+  auto next = report_for(summary, "Next");
+  EXPECT_TRUE(next.not_polled);
+  EXPECT_EQ(next.message, k_deadline_not_polled);
+  EXPECT_EQ(request_resources_polled(*m_ca), 1) << "'Next' was polled";
+  EXPECT_EQ(m_database->dump(), before);
+}
+
+TEST_F(PollPass, StopFlagAbortsSlowRequest) {
+  add_processing("Slow", Behaviour::slow);
+  add_processing("Next", Behaviour::approve);
+  m_timeout_ms = 10000;
+  std::string before = m_database->dump();
+  std::atomic<bool> stop{false};
+  // Sets the flag while the slow request is in flight, as a signal handler
+  // would.
+  std::thread stopper([this, &stop] {
+    wait_for_first_poll(*m_ca);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    stop.store(true);
+  });
+
+  PassOptions options;
+  options.stop_requested = &stop;
+  const auto start = Clock::now();
+  PassSummary summary = run(options);
+  const auto elapsed = Clock::now() - start;
+  stopper.join();
+
+  EXPECT_LT(elapsed, std::chrono::milliseconds(2500))
+      << "the transfer was not aborted";
+  EXPECT_EQ(summary.not_polled, 2);
+  EXPECT_EQ(summary.issued, 0);
+  EXPECT_EQ(summary.failed, 0);
+  auto slow = report_for(summary, "Slow");
+  EXPECT_TRUE(slow.not_polled);
+  EXPECT_EQ(slow.message, k_stop_interrupted);
+  auto next = report_for(summary, "Next");
+  EXPECT_TRUE(next.not_polled);
+  EXPECT_EQ(next.message, k_stop_not_polled);
+  EXPECT_EQ(request_resources_polled(*m_ca), 1) << "'Next' was polled";
+  EXPECT_EQ(m_database->dump(), before);
+}
+
+// The handler on its own: a deadline or stop flag set before the poll
+// sends nothing to the CA.
+TEST_F(PollPass, HandlerPastDeadlineSendsNothing) {
+  std::string poll_identifier = add_processing("Late", Behaviour::approve);
+  auto handler = cert_poll::CertifierHandler::create(settings());
+  ASSERT_TRUE(handler.has_value()) << handler.error().message;
+  (*handler)->set_deadline(Clock::now());
+  cert_poll::PendingRequest request;
+  request.certificate_name = "CrtLate";
+  request.order_name = "OrdLate";
+  request.poll_identifier = poll_identifier;
+
+  cert_poll::PollResult result = (*handler)->poll(request);
+
+  EXPECT_EQ(result.status, cert_poll::PollStatus::failed);
+  EXPECT_NE(result.message.find("not sent: deadline reached"),
+            std::string::npos)
+      << result.message;
+  EXPECT_TRUE(m_ca->received().empty());
+}
+
+TEST_F(PollPass, HandlerWithStopSetSendsNothing) {
+  std::string poll_identifier = add_processing("Stopped", Behaviour::approve);
+  auto handler = cert_poll::CertifierHandler::create(settings());
+  ASSERT_TRUE(handler.has_value()) << handler.error().message;
+  std::atomic<bool> stop{true};
+  (*handler)->set_stop_flag(&stop);
+  cert_poll::PendingRequest request;
+  request.certificate_name = "CrtStopped";
+  request.order_name = "OrdStopped";
+  request.poll_identifier = poll_identifier;
+
+  cert_poll::PollResult result = (*handler)->poll(request);
+
+  EXPECT_EQ(result.status, cert_poll::PollStatus::failed);
+  EXPECT_NE(result.message.find("not sent: a stop was requested"),
+            std::string::npos)
+      << result.message;
+  EXPECT_TRUE(m_ca->received().empty());
 }
 
 } // namespace

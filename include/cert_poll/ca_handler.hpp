@@ -5,6 +5,8 @@
 #include "cert_poll/error.hpp"
 #include "cert_poll/pending_request.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <span>
@@ -37,6 +39,17 @@ public:
   virtual ~CaHandler() = default;
   virtual std::string_view name() const = 0;
   virtual PollResult poll(const PendingRequest &request) = 0;
+
+  // Makes each later poll() end by `deadline` (nullopt: no limit), so that
+  // a poll that reaches it fails. The default ignores it, so a handler
+  // without the override may run past the deadline.
+  virtual void set_deadline(
+      std::optional<std::chrono::steady_clock::time_point> /*deadline*/) {}
+
+  // Makes poll() fail soon once `*stop_requested` is true, so that a
+  // signal need not wait for the CA's response. nullptr removes the flag.
+  // The default ignores it.
+  virtual void set_stop_flag(const std::atomic<bool> * /*stop_requested*/) {}
 };
 
 // The names --handler accepts.

@@ -4,10 +4,12 @@
 #include "cert_poll/config.hpp"
 #include "cert_poll/error.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -39,6 +41,10 @@ struct HttpOptions {
   std::chrono::milliseconds timeout{20000}; // connect and whole transfer
   ProxyList proxies;
   std::size_t max_body_bytes = 4 * 1024 * 1024;
+  // A 429 or 503 whose Retry-After requests at most this wait, and at most
+  // `timeout`, is retried after that wait, up to max_retries times.
+  std::chrono::seconds max_retry_wait{10};
+  int max_retries = 2;
 };
 
 // User name and password for HTTP basic auth. Never logged.
@@ -68,7 +74,24 @@ public:
   // ErrorKind::http_status error). A body past max_body_bytes fails with
   // ErrorKind::transport. Timeouts give ErrorKind::timeout, certificate
   // problems ErrorKind::tls, other statuses ErrorKind::http_status.
+  // A 429 or 503 with a Retry-After (delta-seconds or HTTP-date) within
+  // max_retry_wait and timeout is sent again after that wait, at most
+  // max_retries times. The error after the last try, or for a longer or
+  // invalid Retry-After, names the status and the Retry-After value.
   Result<HttpResponse> get(std::string_view url);
+
+  // Makes each later get() end by `deadline`: its connect and transfer
+  // timeouts become the smaller of HttpOptions::timeout and the time left,
+  // and a get() with no time left fails at once with ErrorKind::timeout.
+  // nullopt removes the limit.
+  void
+  set_deadline(std::optional<std::chrono::steady_clock::time_point> deadline);
+
+  // Makes get() fail with ErrorKind::transport once `*stop_requested` is
+  // true: no new transfer starts, and libcurl's progress callback aborts a
+  // running one within about a second. nullptr removes the flag. The flag
+  // must outlive every later get().
+  void set_stop_flag(const std::atomic<bool> *stop_requested);
 
   const Origin &allowed_origin() const { return m_origin; }
 

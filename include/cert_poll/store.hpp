@@ -105,6 +105,13 @@ public:
   // busy timeout gives ErrorKind::busy, here and in order_status().
   Result<PendingList> pending(std::optional<std::string_view> order_name = {});
 
+  // Lists every certificate whose order is `processing`, oldest first, like
+  // pending() but with the rows whose poll_identifier is NULL or empty kept,
+  // their poll_identifier empty. With `order_name`, only that order's. For
+  // reports such as --list, which show what pending() would skip.
+  Result<std::vector<PendingRequest>>
+  processing_requests(std::optional<std::string_view> order_name = {});
+
   // Returns the status name of the order called `order_name`, or nullopt
   // when no such order exists.
   Result<std::optional<std::string>> order_status(std::string_view order_name);

@@ -28,6 +28,10 @@ using nlohmann::json;
 constexpr std::string_view section = "CAhandler";
 constexpr int default_request_timeout_seconds = 20;
 constexpr std::size_t max_quoted_value_chars = 64;
+// Certifier's documents nest a few levels. The limit keeps a hostile body
+// from building a deep tree, whose recursive use (comparison, dump) could
+// overflow the stack.
+constexpr int max_json_depth = 64;
 
 Error config_error(std::string message) {
   return Error{ErrorKind::config, std::move(message)};
@@ -218,6 +222,50 @@ std::string resolve_link(std::string_view api_host, std::string_view link) {
   return std::string(link);
 }
 
+// nlohmann's parse_error text quotes the bytes last read, which may be
+// invalid UTF-8, so non-printable bytes become '?'.
+std::string printable(std::string_view text) {
+  std::string result;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    result.push_back(byte >= 0x20 && byte < 0x7f ? c : '?');
+  }
+  return result;
+}
+
+// Parses `body`, rejecting invalid UTF-8 and nesting deeper than
+// max_json_depth with ErrorKind::parse.
+Result<json> parse_json(const std::string &body, std::string_view url) {
+  bool too_deep = false;
+  // nlohmann/json 3.11 parses iteratively. The callback drops each container
+  // past the limit, so no deep tree is built.
+  const json::parser_callback_t limit_depth =
+      [&too_deep](int depth, json::parse_event_t event, json &) {
+        const bool opens = event == json::parse_event_t::object_start ||
+                           event == json::parse_event_t::array_start;
+        if (opens && depth >= max_json_depth) {
+          too_deep = true;
+          return false;
+        }
+        return true;
+      };
+  json document;
+  try {
+    document = json::parse(body, limit_depth);
+  } catch (const json::parse_error &error) {
+    return make_error(ErrorKind::parse,
+                      "invalid JSON from '" + mask_url(url) +
+                          "': " + printable(error.what()));
+  }
+  if (too_deep) {
+    return make_error(ErrorKind::parse,
+                      "invalid JSON from '" + mask_url(url) +
+                          "': nested deeper than " +
+                          std::to_string(max_json_depth) + " levels");
+  }
+  return document;
+}
+
 Result<json> fetch_json(HttpClient &client, const std::string &url) {
   auto response = client.get(url);
   if (!response) {
@@ -232,15 +280,11 @@ Result<json> fetch_json(HttpClient &client, const std::string &url) {
     }
     return std::unexpected(std::move(error));
   }
-  json document;
-  try {
-    document = json::parse(response->body);
-  } catch (const json::parse_error &error) {
-    return make_error(ErrorKind::parse,
-                      "invalid JSON from '" + mask_url(url) +
-                          "': " + error.what());
+  auto document = parse_json(response->body, url);
+  if (!document) {
+    return std::unexpected(document.error());
   }
-  if (!document.is_object()) {
+  if (!document->is_object()) {
     return make_error(ErrorKind::protocol,
                       "response from '" + mask_url(url) +
                           "' is not a JSON object");

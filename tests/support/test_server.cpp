@@ -30,6 +30,11 @@ void add_extension(X509 *cert, int nid, const char *value) {
 } // namespace
 
 TestCertificate make_self_signed(const std::string &common_name) {
+  return make_self_signed(common_name, CertificateOptions{});
+}
+
+TestCertificate make_self_signed(const std::string &common_name,
+                                 const CertificateOptions &options) {
   static std::atomic<long> serial{1};
   std::shared_ptr<EVP_PKEY> key(EVP_EC_gen("P-256"), EVP_PKEY_free);
   require(key != nullptr, "EVP_EC_gen");
@@ -37,8 +42,8 @@ TestCertificate make_self_signed(const std::string &common_name) {
   require(cert != nullptr, "X509_new");
   X509_set_version(cert.get(), 2);
   ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial++);
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), options.not_before_offset);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), options.not_after_offset);
   require(X509_set_pubkey(cert.get(), key.get()) == 1, "X509_set_pubkey");
   X509_NAME *name = X509_get_subject_name(cert.get());
   require(X509_NAME_add_entry_by_txt(
@@ -52,7 +57,8 @@ TestCertificate make_self_signed(const std::string &common_name) {
           "X509_NAME_add_entry_by_txt");
   require(X509_set_issuer_name(cert.get(), name) == 1, "X509_set_issuer_name");
   add_extension(cert.get(), NID_basic_constraints, "critical,CA:TRUE");
-  add_extension(cert.get(), NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost");
+  add_extension(
+      cert.get(), NID_subject_alt_name, options.subject_alt_name.c_str());
   require(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0, "X509_sign");
 
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);

@@ -33,6 +33,20 @@ struct TestCertificate {
 // std::runtime_error when an OpenSSL call fails.
 TestCertificate make_self_signed(const std::string &common_name);
 
+// The names and validity of a make_self_signed certificate.
+struct CertificateOptions {
+  // In OpenSSL's X509v3 configuration syntax.
+  std::string subject_alt_name = "IP:127.0.0.1,DNS:localhost";
+  // Seconds from now, negative for the past.
+  long not_before_offset = -60;
+  long not_after_offset = 3600;
+};
+
+// Makes a self-signed CA certificate as above, with other names or
+// validity, e.g. an expired one or one for another host.
+TestCertificate make_self_signed(const std::string &common_name,
+                                 const CertificateOptions &options);
+
 // What a test server received, recorded before the route handler runs.
 struct SeenRequest {
   std::string path;

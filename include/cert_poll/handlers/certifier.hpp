@@ -40,6 +40,13 @@ public:
 
   std::string_view name() const override { return "certifier"; }
   PollResult poll(const PendingRequest &request) override;
+  void set_deadline(
+      std::optional<std::chrono::steady_clock::time_point> deadline) override {
+    m_client.set_deadline(deadline);
+  }
+  void set_stop_flag(const std::atomic<bool> *stop_requested) override {
+    m_client.set_stop_flag(stop_requested);
+  }
 
 private:
   CertifierHandler(CertifierSettings settings, HttpClient client);
