@@ -54,7 +54,7 @@ constexpr const char *k_exit_status_help = R"(Exit status:
      be used, or a --metrics-file that cannot be written after a pass that
      otherwise exits 0
   3  database error: missing, not SQLite, not acme2certifier's, not
-     writable, or locked by another process past the busy timeout
+     writable, full, or locked by another process past the busy timeout
   130  stopped by SIGINT
   143  stopped by SIGTERM. With either signal (128 + its number) the
        request in progress is dropped, a write in progress completes, and

@@ -142,12 +142,14 @@ bool already_stored(const PendingRequest &request, const Update &update) {
 // Writes one update and reports what is stored afterwards. A failed write
 // turns the outcome into failed, and the request is polled again next run
 // because nothing of it was stored. An order that another process changed
-// meanwhile is skipped: that is no fault of the CA or of the database.
+// meanwhile is skipped: that is no fault of the CA or of the database. A
+// database that stays locked, is full or fails to write is stored in
+// `database_error`, which ends the pass.
 RequestReport record_update(Store &store,
                             const PendingRequest &request,
                             const Update &update,
                             const PassOptions &options,
-                            std::optional<Error> &locked) {
+                            std::optional<Error> &database_error) {
   RequestReport report{request.order_name,
                        request.certificate_name,
                        update.outcome,
@@ -164,8 +166,9 @@ RequestReport record_update(Store &store,
     report.message = written.error().message;
     return report;
   }
-  if (written.error().kind == ErrorKind::busy) {
-    locked = written.error();
+  if (written.error().kind == ErrorKind::busy ||
+      written.error().kind == ErrorKind::database) {
+    database_error = written.error();
   }
   report.outcome = Outcome::failed;
   report.message = "not stored: " + written.error().message;
@@ -272,8 +275,8 @@ void record_result(Store &store,
   summary.requests.push_back(std::move(report));
 }
 
-// Polls and records each request in turn until the database stays locked,
-// the deadline passes or a stop is requested.
+// Polls and records each request in turn until a write fails on the
+// database itself, the deadline passes or a stop is requested.
 void poll_requests(Store &store,
                    CaHandler &handler,
                    const std::vector<PendingRequest> &requests,
@@ -285,12 +288,13 @@ void poll_requests(Store &store,
   std::optional<StopReason> stopped;
   for (const auto &request : requests) {
     if (summary.database_error) {
-      // The database stayed locked past the busy timeout: polling the rest
+      // The database stayed locked or failed a write: polling the rest
       // would only fetch results from the CA that cannot be stored.
-      summary.requests.push_back({request.order_name,
-                                  request.certificate_name,
-                                  Outcome::failed,
-                                  "not polled: the database is locked"});
+      summary.requests.push_back(
+          {request.order_name,
+           request.certificate_name,
+           Outcome::failed,
+           "not polled: the database failed an earlier write"});
       ++summary.failed;
       continue;
     }

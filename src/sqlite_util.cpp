@@ -87,6 +87,20 @@ Error sqlite_error(const Database &database,
                      detail +
                      "): check the permissions of the file and its folder"};
   }
+  if (primary == SQLITE_FULL) {
+    return Error{ErrorKind::database,
+                 std::string(action) + " failed on database " + path + " (" +
+                     detail +
+                     "): free space on the file system that holds it, then "
+                     "run cert_poll again"};
+  }
+  if (primary == SQLITE_IOERR) {
+    return Error{ErrorKind::database,
+                 std::string(action) + " failed on database " + path + " (" +
+                     detail +
+                     "): check the file system that holds it for free space "
+                     "and errors"};
+  }
   if (primary == SQLITE_NOTADB) {
     return Error{ErrorKind::database,
                  "database " + path + " is not a SQLite database (" + detail +

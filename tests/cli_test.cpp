@@ -1003,4 +1003,83 @@ TEST(CommandLine, ListExcludesJson) {
   EXPECT_EQ(result.exit_status, 2) << result.output;
 }
 
+// A database on a file system with no space left. As root the test mounts a
+// small tmpfs and fills it; otherwise `ulimit -f` stops the file from growing,
+// which SQLite reports as an I/O error instead of a full disk.
+class FullDisk : public ExampleDatabase {
+protected:
+  void TearDown() override {
+    if (m_mounted) {
+      run_command("umount -l " + shell_quote(m_mount.string()));
+    }
+  }
+
+  // Returns the command prefix that makes the run meet a full disk.
+  std::string fill(const fs::path &db) {
+    if (geteuid() != 0) {
+      // 512-byte blocks: the database may not grow past its present size.
+      auto blocks = fs::file_size(db) / 512;
+      return "ulimit -f " + std::to_string(blocks) + "; trap '' XFSZ; ";
+    }
+    fill_tmpfs();
+    return "";
+  }
+
+  fs::path prepare() {
+    m_mount = m_dir / "small";
+    fs::create_directories(m_mount);
+    if (geteuid() == 0) {
+      auto mounted = run_command("mount -t tmpfs -o size=256k tmpfs " +
+                                 shell_quote(m_mount.string()));
+      EXPECT_EQ(mounted.exit_status, 0) << "mount needs root";
+      m_mounted = mounted.exit_status == 0;
+    }
+    fs::path db = m_mount / "acme_srv.db";
+    fs::copy_file(copy_example("acme_srv.db"), db);
+    return db;
+  }
+
+  void fill_tmpfs() {
+    // dd stops with "No space left on device", which is what is wanted.
+    run_command(
+        "dd if=/dev/zero of=" + shell_quote((m_mount / "filler").string()) +
+        " bs=4k 2>/dev/null");
+  }
+
+  void free_space() { fs::remove(m_mount / "filler"); }
+
+  fs::path m_mount;
+  bool m_mounted = false;
+};
+
+TEST_F(FullDisk, FullDiskGivesExitThreeAndLosesNothing) {
+  fs::path db = prepare();
+  fs::path config = write_config(db);
+  std::string before = dump(db);
+  std::string prefix = fill(db);
+
+  auto result =
+      run_command("DEMO_CA_PASSWORD=" + std::string(k_password) + " sh -c " +
+                  shell_quote(prefix + "exec " + shell_quote(CERT_POLL_BINARY) +
+                              " --config " + shell_quote(config.string())) +
+                  " 2>&1");
+
+  EXPECT_EQ(result.exit_status, 3) << result.output;
+  EXPECT_NE(result.output.find(db.string()), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("free space"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(dump(db), before)
+      << "a failed write must leave every row as it was";
+  auto integrity = run_command("sqlite3 " + shell_quote(db.string()) +
+                               " 'PRAGMA integrity_check'");
+  EXPECT_EQ(integrity.output, "ok\n");
+
+  free_space();
+  auto next = run_cert_poll("--config " + shell_quote(config.string()));
+  EXPECT_EQ(next.exit_status, 0) << next.output;
+  EXPECT_EQ(order_states(db)["Ord1Approved"], "valid");
+  EXPECT_EQ(order_states(db)["Ord6Valid"], "valid");
+}
+
 } // namespace

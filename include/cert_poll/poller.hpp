@@ -49,21 +49,22 @@ struct PassSummary {
   // Requests left for the next run by the deadline or a stop request.
   int not_polled = 0;
   std::vector<RequestReport> requests;
-  // Set when a write found the database locked past the busy timeout. The
-  // pass then stops asking the CA; the requests not reached count as failed.
+  // Set when a write failed on the database itself: locked past the busy
+  // timeout, disk full, not writable or an I/O error. The pass then stops
+  // asking the CA, and the requests not reached count as failed.
   std::optional<Error> database_error;
 };
 
 // Runs one poll pass: list the pending requests, poll each through
 // `handler`, check issued certificates, record each result. A request that
 // cannot be polled or stored counts as failed and the pass goes on, unless
-// the database stays locked (see PassSummary::database_error). A request
-// that is still pending with the stored error and poll identifier causes no
-// write. Once options.deadline passes or *options.stop_requested is true,
-// the remaining requests are not polled and nothing is written for them. A
-// poll that fails then counts as not polled too, because the deadline or
-// the stop most likely cut it short. A result that arrived is still
-// written. Only a database failure that stops the listing fails the pass.
+// a write fails on the database itself (see PassSummary::database_error). A
+// request that is still pending with the stored error and poll identifier
+// causes no write. Once options.deadline passes or *options.stop_requested is
+// true, the remaining requests are not polled and nothing is written for them.
+// A poll that fails then counts as not polled too, because the deadline or the
+// stop most likely cut it short. A result that arrived is still written. Only a
+// database failure that stops the listing fails the pass.
 Result<PassSummary>
 run_pass(Store &store, CaHandler &handler, const PassOptions &options);
 
