@@ -7,12 +7,16 @@
 #include "cert_poll/x509.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <regex>
 #include <sstream>
 #include <string>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -952,17 +956,90 @@ TEST_F(ExampleDatabase, LogFileHasNoSecret) {
   EXPECT_EQ(text.find("Authorization"), std::string::npos);
 }
 
-TEST_F(ExampleDatabase, SyslogRunSucceeds) {
+// A datagram socket in place of the syslog daemon's /dev/log, so that a test
+// can read what cert_poll sends to syslog. On a machine without /dev/log it
+// binds that path itself, which needs root, and removes it afterwards. Where
+// a syslog daemon owns /dev/log, it binds `path` instead, and command_prefix()
+// runs cert_poll in a private mount namespace with `path` mounted over
+// /dev/log, so the daemon's socket stays untouched.
+class SyslogSocket {
+public:
+  explicit SyslogSocket(const fs::path &path) {
+    m_replaces_daemon = fs::exists("/dev/log");
+    m_path = m_replaces_daemon ? path : fs::path("/dev/log");
+    m_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(
+        address.sun_path, sizeof(address.sun_path), "%s", m_path.c_str());
+    m_bound = m_fd >= 0 && bind(m_fd,
+                                reinterpret_cast<const sockaddr *>(&address),
+                                sizeof(address)) == 0;
+  }
+  ~SyslogSocket() {
+    if (m_bound) {
+      unlink(m_path.c_str());
+    }
+    if (m_fd >= 0) {
+      close(m_fd);
+    }
+  }
+  SyslogSocket(const SyslogSocket &) = delete;
+  SyslogSocket &operator=(const SyslogSocket &) = delete;
+
+  bool bound() const { return m_bound; }
+
+  // Wraps `command` so that its /dev/log is this socket.
+  std::string wrap(const std::string &command) const {
+    if (!m_replaces_daemon) {
+      return command;
+    }
+    std::string unshare = geteuid() == 0 ? "unshare -m" : "unshare -r -m";
+    return unshare + " sh -c " +
+           shell_quote("mount --bind " + shell_quote(m_path.string()) +
+                       " /dev/log && exec " + command);
+  }
+
+  // Returns every datagram received so far, one per line.
+  std::string received() const {
+    std::string text;
+    std::array<char, 4096> buffer{};
+    ssize_t count = 0;
+    while ((count = recv(m_fd, buffer.data(), buffer.size(), MSG_DONTWAIT)) >
+           0) {
+      text.append(buffer.data(), static_cast<std::size_t>(count));
+      text += '\n';
+    }
+    return text;
+  }
+
+private:
+  fs::path m_path;
+  bool m_replaces_daemon = false;
+  int m_fd = -1;
+  bool m_bound = false;
+};
+
+TEST_F(ExampleDatabase, SyslogReceivesLogLines) {
   fs::path db = copy_example("acme_srv.db");
   fs::path config = write_config(db);
+  SyslogSocket syslog_socket(m_dir / "log.sock");
+  ASSERT_TRUE(syslog_socket.bound()) << "binding /dev/log needs root";
 
-  auto result =
-      run_cert_poll("--syslog --config " + shell_quote(config.string()));
+  auto result = run_command(
+      "DEMO_CA_PASSWORD=" + std::string(k_password) + " " +
+      syslog_socket.wrap(shell_quote(CERT_POLL_BINARY) + " --syslog --config " +
+                         shell_quote(config.string())) +
+      " 2>&1");
 
   EXPECT_EQ(result.exit_status, 0) << result.output;
   EXPECT_NE(result.output.find("cert_poll: info: 2 issued"), std::string::npos)
       << "stderr must keep its lines\n"
       << result.output;
+  std::string logged = syslog_socket.received();
+  EXPECT_NE(logged.find("cert_poll["), std::string::npos) << logged;
+  EXPECT_NE(logged.find("2 issued"), std::string::npos) << logged;
+  EXPECT_EQ(logged.find(k_password), std::string::npos);
 }
 
 TEST_F(ExampleDatabase, UnopenableLogFileIsUsageError) {
