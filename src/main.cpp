@@ -1,33 +1,27 @@
 // SPDX-License-Identifier: Apache-2.0
-// The cert_poll command line: flags, logging, exit status. The work itself
-// is in cert_poll_lib.
+// The cert_poll command line: flags, exit status and the order of the steps.
+// The work itself is in cert_poll_lib.
 
 #include "cert_poll/ca_handler.hpp"
 #include "cert_poll/config.hpp"
+#include "cert_poll/logging.hpp"
 #include "cert_poll/poller.hpp"
 #include "cert_poll/report.hpp"
 #include "cert_poll/run_lock.hpp"
+#include "cert_poll/stop_signal.hpp"
 #include "cert_poll/store.hpp"
 #include "cert_poll/version.hpp"
 
-#include <atomic>
-#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <fcntl.h>
 #include <filesystem>
 #include <optional>
 #include <string>
-#include <syslog.h>
-#include <system_error>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 
 namespace {
@@ -60,38 +54,6 @@ constexpr const char *k_exit_status_help = R"(Exit status:
        request in progress is dropped, a write in progress completes, and
        the requests left are polled next run)";
 
-// Set by the SIGINT and SIGTERM handlers, and read by the poll pass and by
-// libcurl's progress callback. Lock-free atomics are safe in a handler.
-std::atomic<bool> g_stop_requested{false};
-std::atomic<int> g_stop_signal{0};
-static_assert(std::atomic<bool>::is_always_lock_free);
-static_assert(std::atomic<int>::is_always_lock_free);
-
-extern "C" void request_stop(int signal_number) {
-  g_stop_signal.store(signal_number);
-  g_stop_requested.store(true);
-}
-
-// Installs request_stop for SIGINT and SIGTERM. A signal that the parent
-// left ignored stays ignored, as for a background job of a shell without
-// job control, which must not stop on the terminal's Ctrl-C. SA_RESTART
-// resumes the reads and writes of SQLite and of the log after the handler.
-// The poll() that libcurl waits in fails with EINTR anyway, because poll()
-// is never restarted, so an HTTP transfer sees the flag at once.
-void install_stop_handlers() {
-  struct sigaction action {};
-  action.sa_handler = &request_stop;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
-  for (const int signal_number : {SIGINT, SIGTERM}) {
-    struct sigaction inherited {};
-    sigaction(signal_number, nullptr, &inherited);
-    if (inherited.sa_handler != SIG_IGN) {
-      sigaction(signal_number, &action, nullptr);
-    }
-  }
-}
-
 struct Arguments {
   Overrides overrides;
   PassOptions pass;
@@ -122,72 +84,6 @@ int exit_status_for(const Error &error) {
 int fail(const Error &error) {
   spdlog::error("{}", error.message);
   return exit_status_for(error);
-}
-
-// Opens the --log-file sink for appending. The file is opened here first,
-// because spdlog would create missing folders and its error names no fix.
-Result<spdlog::sink_ptr> open_log_file(const std::filesystem::path &path) {
-  std::string cause;
-  int fd = ::open(
-      path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
-  if (fd < 0) {
-    cause = std::system_category().message(errno);
-  } else {
-    ::close(fd);
-    try {
-      auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(
-          path.string(), false);
-      sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z cert_poll[%P]: %l: %v");
-      return sink;
-    } catch (const spdlog::spdlog_ex &exception) {
-      cause = exception.what();
-    }
-  }
-  return make_error(ErrorKind::usage,
-                    "failed to open log file '" + path.string() + "' (" +
-                        cause +
-                        "): check that the folder exists and that this user "
-                        "can write the file, or pass --log-file PATH with "
-                        "another path");
-}
-
-// Logs to stderr, the first sink, and with --log-file and --syslog also to
-// a file and to syslog. Fails when the log file cannot be opened, after
-// which the stderr logger is in place to report it.
-Result<void> set_up_logging(const Arguments &arguments) {
-  auto stderr_sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-  stderr_sink->set_pattern("cert_poll: %^%l%$: %v");
-  auto logger = std::make_shared<spdlog::logger>("cert_poll", stderr_sink);
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::info);
-  // A run that is killed keeps the lines it logged.
-  logger->flush_on(spdlog::level::trace);
-
-  if (arguments.log_file) {
-    auto file_sink = open_log_file(*arguments.log_file);
-    if (!file_sink) {
-      return std::unexpected(file_sink.error());
-    }
-    logger->sinks().push_back(*file_sink);
-  }
-  if (arguments.syslog) {
-    // syslog adds the time, the ident and the PID, and takes the priority
-    // from the level, so the sink sends only the message.
-    logger->sinks().push_back(std::make_shared<spdlog::sinks::syslog_sink_mt>(
-        "cert_poll", LOG_PID, LOG_DAEMON, false));
-  }
-  return {};
-}
-
-void set_log_level(const Arguments &arguments, const Config &config) {
-  if (arguments.quiet) {
-    spdlog::set_level(spdlog::level::warn);
-  } else if (arguments.verbosity > 0 || config.debug) {
-    spdlog::set_level(spdlog::level::debug);
-    // Only the stderr sink: the file and syslog keep their own patterns.
-    spdlog::default_logger()->sinks().front()->set_pattern(
-        "%Y-%m-%dT%H:%M:%S.%e cert_poll[%P]: %^%l%$: %v");
-  }
 }
 
 // The options for reports and log destinations.
@@ -339,12 +235,12 @@ PassOptions pass_options(const Arguments &arguments,
     options.deadline =
         start + std::chrono::seconds(arguments.max_runtime_seconds);
   }
-  options.stop_requested = &g_stop_requested;
+  options.stop_requested = &stop_requested();
   return options;
 }
 
 int exit_status_after(const PassSummary &summary) {
-  if (const int signal_number = g_stop_signal.load(); signal_number != 0) {
+  if (const int signal_number = stop_signal(); signal_number != 0) {
     const int status = exit_signal_base + signal_number;
     spdlog::warn("received {}: exiting with status {}",
                  signal_number == SIGINT ? "SIGINT" : "SIGTERM",
@@ -443,7 +339,7 @@ int run(const Arguments &arguments) {
   if (!config) {
     return fail(config.error());
   }
-  set_log_level(arguments, *config);
+  set_log_level(arguments.quiet, arguments.verbosity > 0 || config->debug);
   if (arguments.list) {
     return list_requests(*config, arguments.pass.order_name);
   }
@@ -496,7 +392,8 @@ int main(int argc, char **argv) {
     return status == 0 ? exit_ok : exit_usage;
   }
 
-  if (auto logging = set_up_logging(arguments); !logging) {
+  if (auto logging = set_up_logging({arguments.log_file, arguments.syslog});
+      !logging) {
     return fail(logging.error());
   }
   install_stop_handlers();
