@@ -83,7 +83,7 @@ Result<void> check_order(const x509::Certificate &leaf,
 // Each certificate must be signed by the next one's key. A matching name
 // alone would let a forged issuer certificate through, and its key would
 // then end up in renewal_info. The last certificate is not checked against
-// a trust anchor: TLS to api_host is what makes the CA's answer trusted.
+// a trust anchor: TLS to api_host is what makes the CA's response trusted.
 Result<void> check_signatures(const std::vector<x509::Certificate> &chain) {
   for (std::size_t i = 0; i + 1 < chain.size(); ++i) {
     if (!x509::is_signed_by(chain[i], chain[i + 1])) {

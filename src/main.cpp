@@ -144,6 +144,7 @@ void add_options(CLI::App &app, Arguments &arguments) {
                  arguments.overrides.handler,
                  "CA handler, instead of the one [CAhandler] handler_file "
                  "names (supported: certifier)");
+
   app.add_flag("--dry-run",
                arguments.pass.dry_run,
                "ask the CA and report what would be written, but write "
@@ -164,12 +165,14 @@ void add_options(CLI::App &app, Arguments &arguments) {
                  "the default, sets no limit")
       ->check(whole_seconds_validator())
       ->type_name("SECONDS");
+
   auto *verbose = app.add_flag("-v,--verbose",
                                arguments.verbosity,
                                "log every request and HTTP call (debug level)");
   auto *quiet = app.add_flag(
       "-q,--quiet", arguments.quiet, "log only warnings and errors");
   verbose->excludes(quiet);
+
   add_report_options(app, arguments);
   app.set_version_flag("--version", std::string("cert_poll ") + version);
   app.footer(k_exit_status_help);

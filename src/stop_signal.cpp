@@ -26,7 +26,7 @@ extern "C" void request_stop(int signal_number) {
 // job control, which must not stop on the terminal's Ctrl-C. SA_RESTART
 // resumes the reads and writes of SQLite and of the log after the handler.
 // The poll() that libcurl waits in fails with EINTR anyway, because poll()
-// is never restarted, so an HTTP transfer sees the flag at once.
+// is never restarted, so an HTTP transfer reads the flag at once.
 void install_stop_handlers() {
   struct sigaction action {};
   action.sa_handler = &request_stop;

@@ -573,8 +573,8 @@ class ExampleDatabaseSignal : public ExampleDatabase,
                               public ::testing::WithParamInterface<SignalCase> {
 };
 
-// Sends the signal one second after the start, while the first request,
-// which the demo CA answers only after 5 s, is in flight.
+// Sends the signal one second after the start, while the first request is
+// in flight, because the demo CA responds to it only after 5 s.
 TEST_P(ExampleDatabaseSignal, StopsCleanlyAndNextRunFinishes) {
   const SignalCase &signal_case = GetParam();
   fs::path db = copy_example("acme_srv.db");
@@ -1081,8 +1081,8 @@ TEST(CommandLine, ListExcludesJson) {
 }
 
 // A database on a file system with no space left. As root the test mounts a
-// small tmpfs and fills it; otherwise `ulimit -f` stops the file from growing,
-// which SQLite reports as an I/O error instead of a full disk.
+// small tmpfs and fills it. Otherwise `ulimit -f` stops the file from
+// growing, which SQLite reports as an I/O error instead of a full disk.
 class FullDisk : public ExampleDatabase {
 protected:
   void TearDown() override {

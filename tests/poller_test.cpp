@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Whole poll passes over real HTTPS: a real SQLite file, the in-process demo
-// CA and the certifier handler. Each test checks what the database holds
+// CA and the certifier handler. Each test checks what the database contains
 // afterwards.
 
 #include "cert_poll/handlers/certifier.hpp"
@@ -67,7 +67,7 @@ protected:
     }
   }
 
-  // Adds a processing order whose request the demo CA answers with
+  // Adds a processing order whose request the demo CA handles with
   // `behaviour`, and returns the poll identifier.
   std::string add_processing(const std::string &name, Behaviour behaviour) {
     auto key_and_csr = test_support::make_key_and_csr(name + ".example.com");

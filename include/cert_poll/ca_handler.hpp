@@ -19,11 +19,11 @@ enum class PollStatus {
   issued,   // chain_pem is set
   pending,  // the CA still waits for a decision
   rejected, // the CA operator rejected the request
-  failed,   // the CA could not be asked or gave an unusable answer
+  failed,   // the CA could not be reached or sent an unusable response
 };
 
 // What a CA handler returns for one request: acme2certifier's five poll
-// values, with the status told apart from the error text.
+// values, with the status kept apart from the error text.
 struct PollResult {
   PollStatus status = PollStatus::failed;
   std::string message;   // the error or reason; empty when issued or pending

@@ -18,7 +18,7 @@ enum class ErrorKind {
   timeout,     // a network operation timed out
   transport,   // connection refused, reset, DNS failure, body too large
   tls,         // certificate verification or handshake failed
-  http_status, // the server answered with a status other than 2xx
+  http_status, // the server responded with a status other than 2xx
   parse,       // a response or stored value is not valid JSON, base64 or DER
   protocol,    // a response is valid JSON but lacks or misuses a field
   origin,      // a URL points away from the configured api_host

@@ -24,7 +24,7 @@ struct PassOptions {
   const std::atomic<bool> *stop_requested = nullptr;
 };
 
-// What happened to one request in a pass.
+// The outcome of one request in a pass.
 struct RequestReport {
   std::string order_name;
   std::string certificate_name;

@@ -18,7 +18,7 @@ struct sqlite3;
 
 namespace cert_poll {
 
-// What the store found in the database file.
+// The layout the store detected in the database file.
 struct Schema {
   // Table names: "orders"/"certificate"/"status" for acme2certifier's wsgi
   // handler, "acme_srv_order"/... or "acme_order"/... for its django handler.

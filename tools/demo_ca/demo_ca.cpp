@@ -241,7 +241,7 @@ DemoCa::Impl::Impl(Options demo_options)
   };
   server.set_keep_alive_timeout(keep_alive_timeout_seconds);
   // httplib writes the headers and the body separately; without TCP_NODELAY
-  // the client's delayed ACK holds the body back by about 40 ms per answer.
+  // the client's delayed ACK delays the body by about 40 ms per response.
   server.set_tcp_nodelay(true);
   install_handlers();
 }

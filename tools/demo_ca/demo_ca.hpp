@@ -16,7 +16,7 @@
 
 namespace demo_ca {
 
-// How the CA answers for one request. The first three are the decisions a
+// How the CA responds to one request. The first three are the decisions a
 // CA operator makes; the rest are faults for tests.
 enum class Behaviour {
   approve,        // status "accepted", certificate signed from the CSR
@@ -28,7 +28,7 @@ enum class Behaviour {
   missing_certificate_base64, // certificate resource without the field
   leaf_only,                  // certificate resource without issuer link
   wrong_key,                  // certificate signed for a different public key
-  slow, // request resource answers after Options::slow_delay
+  slow, // request resource responds after Options::slow_delay
 };
 
 // Parses "approve", "reject", ... (the enumerator names); throws

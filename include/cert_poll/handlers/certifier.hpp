@@ -32,7 +32,7 @@ read_certifier_settings(const IniFile &ini,
 // certificate, then its issuers until a CA certificate names no issuer.
 class CertifierHandler final : public CaHandler {
 public:
-  // The longest chain followed, so that an issuer loop ends.
+  // The maximum number of certificates followed, so that an issuer loop ends.
   static constexpr int max_chain_length = 8;
 
   static Result<std::unique_ptr<CertifierHandler>>
