@@ -146,10 +146,12 @@ derive_columns(const std::vector<x509::Certificate> &chain) {
 
 } // namespace
 
-Result<CheckedCertificate> check_issued_certificate(std::string_view chain_pem,
-                                                    std::string_view cert_raw,
-                                                    std::string_view csr) {
-  auto chain = x509::parse_pem_chain(chain_pem);
+Result<CheckedCertificate>
+check_issued_certificate(std::string_view chain_pem,
+                         std::string_view cert_raw,
+                         std::string_view csr,
+                         x509::CertificateCache *issuers) {
+  auto chain = x509::parse_pem_chain(chain_pem, issuers);
   if (!chain) {
     return make_error(ErrorKind::check,
                       fmt::format("the issued chain does not parse: {}",

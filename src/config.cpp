@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -432,6 +433,30 @@ Result<bool> read_debug(const IniFile &ini, const std::string &source) {
   return *flag;
 }
 
+// Reads [cert_poll] jobs unless --jobs set it, which CLI11 has checked.
+Result<int> read_jobs(const IniFile &ini,
+                      const Overrides &overrides,
+                      const std::string &source) {
+  if (overrides.jobs) {
+    return *overrides.jobs;
+  }
+  std::optional<std::string> text = ini.value("cert_poll", "jobs");
+  if (!text) {
+    return k_default_jobs;
+  }
+  int jobs = 0;
+  const char *end = text->data() + text->size();
+  const auto [stop, code] = std::from_chars(text->data(), end, jobs);
+  if (code != std::errc() || stop != end || jobs < 1 || jobs > k_max_jobs) {
+    return make_error(ErrorKind::config,
+                      source + ": invalid value " + quote(*text) +
+                          " for [cert_poll] jobs: use a whole number from 1 "
+                          "to " +
+                          std::to_string(k_max_jobs));
+  }
+  return jobs;
+}
+
 Result<std::filesystem::path> read_db_file(const IniFile &ini,
                                            const Overrides &overrides,
                                            const std::string &source) {
@@ -488,6 +513,10 @@ Result<Config> load_config(const Overrides &overrides,
   if (!proxies) {
     return std::unexpected(proxies.error());
   }
+  Result<int> jobs = read_jobs(*ini, overrides, source);
+  if (!jobs) {
+    return std::unexpected(jobs.error());
+  }
 
   Config config;
   config.config_file = location->path;
@@ -496,6 +525,7 @@ Result<Config> load_config(const Overrides &overrides,
   config.handler_file = ini->value("CAhandler", "handler_file").value_or("");
   config.handler = overrides.handler;
   config.proxies = std::move(*proxies);
+  config.jobs = *jobs;
   config.ini = std::move(*ini);
   return config;
 }

@@ -3,23 +3,23 @@
 
 #include "cert_poll/version.hpp"
 
-#include <algorithm>
-#include <array>
 #include <atomic>
-#include <cctype>
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <regex>
 #include <string>
 #include <system_error>
-#include <thread>
 #include <utility>
 
 #include <curl/curl.h>
 #include <openssl/x509_vfy.h>
 #include <spdlog/spdlog.h>
+
+#include "easy_handle_pool.hpp"
+#include "http_retry.hpp"
 
 namespace cert_poll {
 
@@ -31,17 +31,6 @@ namespace {
 std::string without_elapsed_time(std::string text) {
   static const std::regex elapsed(" after [0-9]+ ms");
   return std::regex_replace(text, elapsed, "");
-}
-
-constexpr std::size_t max_snippet_chars = 200;
-
-// curl_global_init is not thread-safe in every libcurl build, so it runs
-// once for the process and its result is kept for later calls.
-CURLcode init_curl_once() {
-  static std::once_flag flag;
-  static CURLcode result = CURLE_OK;
-  std::call_once(flag, [] { result = curl_global_init(CURL_GLOBAL_DEFAULT); });
-  return result;
 }
 
 struct CurlUrlDeleter {
@@ -60,13 +49,6 @@ url_part(CURLU *handle, CURLUPart part, unsigned int flags = 0) {
   return result;
 }
 
-std::string to_lower_ascii(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(), [](char c) {
-    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  });
-  return text;
-}
-
 Error url_error(std::string_view url, std::string_view reason) {
   return Error{ErrorKind::origin,
                "invalid URL '" + mask_url(url) + "': " + std::string(reason) +
@@ -76,7 +58,7 @@ Error url_error(std::string_view url, std::string_view reason) {
 // Parses with libcurl's own URL parser, so that the origin checked here is
 // the one that libcurl connects to when the same handle is passed on.
 Result<CurlUrl> parse_url(std::string_view url) {
-  if (init_curl_once() != CURLE_OK) {
+  if (detail::init_curl_once() != CURLE_OK) {
     return make_error(ErrorKind::transport, "libcurl initialisation failed");
   }
   if (url.find('\0') != std::string_view::npos) {
@@ -96,7 +78,7 @@ Result<CurlUrl> parse_url(std::string_view url) {
 }
 
 Result<Origin> origin_of(CURLU *handle, std::string_view url) {
-  const std::string scheme = to_lower_ascii(
+  const std::string scheme = detail::to_lower_ascii(
       url_part(handle, CURLUPART_SCHEME).value_or(std::string()));
   if (scheme != "http" && scheme != "https") {
     return make_error(ErrorKind::origin,
@@ -132,31 +114,7 @@ Result<Origin> origin_of(CURLU *handle, std::string_view url) {
       port <= 0 || port > 65535) {
     return std::unexpected(url_error(url, "invalid port '" + port_text + "'"));
   }
-  return Origin{scheme, to_lower_ascii(std::move(host)), port};
-}
-
-// A short, printable excerpt of an error response body for messages.
-std::string body_snippet(std::string_view body) {
-  std::string snippet;
-  for (const char c : body) {
-    const auto byte = static_cast<unsigned char>(c);
-    const bool printable = byte >= 0x20 && byte < 0x7f;
-    if (!printable || c == ' ') {
-      if (!snippet.empty() && snippet.back() != ' ') {
-        snippet.push_back(' ');
-      }
-      continue;
-    }
-    if (snippet.size() == max_snippet_chars) {
-      snippet += "...";
-      break;
-    }
-    snippet.push_back(c);
-  }
-  while (!snippet.empty() && snippet.back() == ' ') {
-    snippet.pop_back();
-  }
-  return snippet;
+  return Origin{scheme, detail::to_lower_ascii(std::move(host)), port};
 }
 
 bool is_tls_error(CURLcode code) {
@@ -199,66 +157,6 @@ write_body(char *data, std::size_t size, std::size_t count, void *user_data) {
   }
   sink->body.append(data, bytes);
   return bytes;
-}
-
-// Keeps the Retry-After value of the last response. libcurl passes one
-// header line per call, and the headers of each response start with its
-// status line, which clears the value of an earlier response.
-std::size_t
-read_header(char *data, std::size_t size, std::size_t count, void *user_data) {
-  auto *retry_after = static_cast<std::string *>(user_data);
-  const std::size_t bytes = size * count;
-  const std::string_view line(data, bytes);
-  if (line.starts_with("HTTP/")) {
-    retry_after->clear();
-    return bytes;
-  }
-  constexpr std::string_view name = "retry-after:";
-  if (line.size() < name.size() ||
-      to_lower_ascii(std::string(line.substr(0, name.size()))) != name) {
-    return bytes;
-  }
-  std::string_view value = line.substr(name.size());
-  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
-    value.remove_prefix(1);
-  }
-  while (!value.empty() &&
-         std::isspace(static_cast<unsigned char>(value.back())) != 0) {
-    value.remove_suffix(1);
-  }
-  *retry_after = std::string(value.substr(0, max_snippet_chars));
-  return bytes;
-}
-
-// The wait that a Retry-After value requests: delta-seconds or an HTTP-date
-// (RFC 9110 section 10.2.3), nullopt when it is neither. A date in the past
-// requests no wait.
-std::optional<std::chrono::seconds> parse_retry_after(const std::string &text) {
-  // Longer waits are cut to this, which no retry allows anyway, so that
-  // converting them to milliseconds cannot overflow.
-  constexpr long long max_seconds = 365LL * 24 * 3600;
-  long long seconds = 0;
-  const char *end = text.data() + text.size();
-  const auto [stop, code] = std::from_chars(text.data(), end, seconds);
-  const bool digits_only = !text.empty() && stop == end && text[0] != '-';
-  if (digits_only && code == std::errc::result_out_of_range) {
-    return std::chrono::seconds(max_seconds);
-  }
-  if (digits_only && code == std::errc()) {
-    return std::chrono::seconds(std::min(seconds, max_seconds));
-  }
-  const time_t date = curl_getdate(text.c_str(), nullptr);
-  if (date == -1) {
-    return std::nullopt;
-  }
-  const auto now =
-      std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  return std::chrono::seconds(
-      std::clamp<long long>(date - now, 0, max_seconds));
-}
-
-bool may_retry_after(long status) {
-  return status == 429 || status == 503;
 }
 
 // libcurl's progress callback: a non-zero return aborts the transfer with
@@ -312,6 +210,48 @@ private:
   CURLcode m_code = CURLE_OK;
 };
 
+struct SlistDeleter {
+  void operator()(curl_slist *list) const { curl_slist_free_all(list); }
+};
+
+// The deadline and stop flag as one get() reads them when it starts a try.
+struct TransferSettings {
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  const std::atomic<bool> *stop_requested = nullptr;
+};
+
+// libcurl checks the host name itself after OpenSSL verified the chain, so
+// a verified chain with a failed verification means a host name mismatch.
+std::string verification_hint(CURL *handle) {
+  long result = X509_V_OK;
+  curl_easy_getinfo(handle, CURLINFO_SSL_VERIFYRESULT, &result);
+  switch (result) {
+  case X509_V_OK:
+  case X509_V_ERR_HOSTNAME_MISMATCH:
+  case X509_V_ERR_IP_ADDRESS_MISMATCH:
+    return "use an api_host whose host name the CA's server certificate "
+           "contains";
+  case X509_V_ERR_CERT_HAS_EXPIRED:
+  case X509_V_ERR_CERT_NOT_YET_VALID:
+    return "check this machine's clock, or have the CA's server certificate "
+           "renewed";
+  default:
+    return "check the CA bundle";
+  }
+}
+
+Error redirect_error(CURL *handle, long status, std::string_view masked) {
+  std::string message =
+      "HTTP " + std::to_string(status) + " from '" + std::string(masked) + "'";
+  char *location = nullptr;
+  curl_easy_getinfo(handle, CURLINFO_REDIRECT_URL, &location);
+  if (location != nullptr) {
+    message += " redirects to '" + redirect_target(location) + "'";
+  }
+  message += ": redirects are not followed, so configure the final URL";
+  return Error{ErrorKind::http_status, std::move(message), status};
+}
+
 } // namespace
 
 Result<Origin> Origin::from_url(std::string_view url) {
@@ -360,90 +300,72 @@ std::string mask_url(std::string_view url) {
 struct HttpClient::Impl {
   HttpOptions options;
   BasicCredentials credentials;
-  CURL *handle = nullptr;
-  curl_slist *headers = nullptr;
-  std::array<char, CURL_ERROR_SIZE> error_buffer{};
+  // Read-only after construction, so every easy handle uses the same list.
+  // Declared before the pool, so that it outlives the handles that point
+  // to it.
+  std::unique_ptr<curl_slist, SlistDeleter> headers;
   std::string user_agent = std::string("cert_poll/") + version;
-  std::string retry_after; // of the last response, empty when it had none
+  detail::EasyHandlePool pool;
+  std::atomic<std::uint64_t> requests_sent{0};
+  // Guards deadline and stop_requested, which set_deadline and
+  // set_stop_flag may change while other threads are in get().
+  mutable std::mutex settings_mutex;
   std::optional<std::chrono::steady_clock::time_point> deadline;
   const std::atomic<bool> *stop_requested = nullptr;
-  // Serializes get() calls, because a libcurl easy handle must not be used
-  // by two threads at once.
-  std::mutex mutex;
 
   Impl(HttpOptions http_options, BasicCredentials basic_credentials)
       : options(std::move(http_options)),
-        credentials(std::move(basic_credentials)) {
-    if (init_curl_once() == CURLE_OK) {
-      handle = curl_easy_init();
-    }
-    headers = curl_slist_append(nullptr, "Accept: application/json");
-  }
-  ~Impl() {
-    curl_easy_cleanup(handle);
-    curl_slist_free_all(headers);
-  }
+        credentials(std::move(basic_credentials)),
+        headers(curl_slist_append(nullptr, "Accept: application/json")) {}
   Impl(const Impl &) = delete;
   Impl &operator=(const Impl &) = delete;
 
-  CURLcode configure(CURLU *url,
+  TransferSettings settings() const;
+  CURLcode configure(detail::EasyHandle &handle,
+                     CURLU *url,
                      const Origin &origin,
                      BodySink &sink,
-                     const TransferLimit &limit);
-  Result<TransferLimit> transfer_limit(std::string_view masked) const;
-  Result<HttpResponse>
-  perform(std::string_view url, CURLU *parsed, const Origin &origin);
-  Error transfer_error(CURLcode code,
+                     const TransferLimit &limit,
+                     const TransferSettings &settings);
+  Result<TransferLimit> transfer_limit(std::string_view masked,
+                                       const TransferSettings &settings) const;
+  Result<HttpResponse> perform(detail::EasyHandle &handle,
+                               std::string_view url,
+                               CURLU *parsed,
+                               const Origin &origin);
+  Error transfer_error(const detail::EasyHandle &handle,
+                       CURLcode code,
                        std::string_view masked,
                        const BodySink &sink,
                        const TransferLimit &limit) const;
-  Error redirect_error(long status, std::string_view masked) const;
-  std::string verification_hint() const;
   Result<HttpResponse> attempt(std::string_view url,
                                CURLU *parsed,
                                const Origin &origin,
                                std::string &retry_after_value);
-  std::optional<Error> wait_for_retry(std::string_view url,
-                                      const Error &error,
-                                      const std::string &retry_after_value,
-                                      int retry);
-  bool ends_before_deadline(std::chrono::seconds wait);
-  bool sleep_unless_stopped(std::chrono::seconds wait);
-  std::optional<Error> retry_limit_error(const Error &error,
-                                         const std::string &retry_after_value,
-                                         int retry) const;
 };
 
-// libcurl checks the host name itself after OpenSSL verified the chain, so
-// a verified chain with a failed verification means a host name mismatch.
-std::string HttpClient::Impl::verification_hint() const {
-  long result = X509_V_OK;
-  curl_easy_getinfo(handle, CURLINFO_SSL_VERIFYRESULT, &result);
-  switch (result) {
-  case X509_V_OK:
-  case X509_V_ERR_HOSTNAME_MISMATCH:
-  case X509_V_ERR_IP_ADDRESS_MISMATCH:
-    return "use an api_host whose host name the CA's server certificate "
-           "contains";
-  case X509_V_ERR_CERT_HAS_EXPIRED:
-  case X509_V_ERR_CERT_NOT_YET_VALID:
-    return "check this machine's clock, or have the CA's server certificate "
-           "renewed";
-  default:
-    return "check the CA bundle";
-  }
+TransferSettings HttpClient::Impl::settings() const {
+  const std::lock_guard lock(settings_mutex);
+  return TransferSettings{deadline, stop_requested};
 }
 
-CURLcode HttpClient::Impl::configure(CURLU *url,
+CURLcode HttpClient::Impl::configure(detail::EasyHandle &handle,
+                                     CURLU *url,
                                      const Origin &origin,
                                      BodySink &sink,
-                                     const TransferLimit &limit) {
+                                     const TransferLimit &limit,
+                                     const TransferSettings &settings) {
   // A reset clears the previous request's options but keeps the connection
   // cache, so a keep-alive connection to the CA is reused.
-  curl_easy_reset(handle);
-  error_buffer[0] = '\0';
+  curl_easy_reset(handle.curl);
+  handle.error_buffer[0] = '\0';
 
-  OptionSetter set(handle);
+  OptionSetter set(handle.curl);
+  // Set again after the reset, so that the handle keeps using the pool's
+  // share whatever curl_easy_reset clears.
+  if (pool.share() != nullptr) {
+    set(CURLOPT_SHARE, pool.share());
+  }
   set(CURLOPT_CURLU, url);
   set(CURLOPT_HTTPGET, 1L);
   set(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -451,20 +373,20 @@ CURLcode HttpClient::Impl::configure(CURLU *url,
   set(CURLOPT_NOSIGNAL, 1L);
   set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(limit.timeout.count()));
   set(CURLOPT_TIMEOUT_MS, static_cast<long>(limit.timeout.count()));
-  if (stop_requested != nullptr) {
+  if (settings.stop_requested != nullptr) {
     set(CURLOPT_XFERINFOFUNCTION, &abort_when_stop_requested);
     set(CURLOPT_XFERINFODATA,
-        const_cast<void *>(static_cast<const void *>(stop_requested)));
+        const_cast<void *>(static_cast<const void *>(settings.stop_requested)));
     set(CURLOPT_NOPROGRESS, 0L);
   }
   set(CURLOPT_USERAGENT, user_agent.c_str());
-  set(CURLOPT_HTTPHEADER, headers);
-  set(CURLOPT_ERRORBUFFER, error_buffer.data());
+  set(CURLOPT_HTTPHEADER, headers.get());
+  set(CURLOPT_ERRORBUFFER, handle.error_buffer.data());
   set(CURLOPT_WRITEFUNCTION, &write_body);
   set(CURLOPT_WRITEDATA, static_cast<void *>(&sink));
-  retry_after.clear();
-  set(CURLOPT_HEADERFUNCTION, &read_header);
-  set(CURLOPT_HEADERDATA, static_cast<void *>(&retry_after));
+  handle.retry_after.clear();
+  set(CURLOPT_HEADERFUNCTION, &detail::read_header);
+  set(CURLOPT_HEADERDATA, static_cast<void *>(&handle.retry_after));
   // Fails early when Content-Length announces too much. Chunked bodies are
   // cut off by write_body instead.
   set(CURLOPT_MAXFILESIZE_LARGE,
@@ -503,13 +425,14 @@ CURLcode HttpClient::Impl::configure(CURLU *url,
 // the time left before the deadline. Rounding up keeps libcurl from giving
 // up before the deadline, and from getting 0, which it takes as no timeout.
 Result<TransferLimit>
-HttpClient::Impl::transfer_limit(std::string_view masked) const {
+HttpClient::Impl::transfer_limit(std::string_view masked,
+                                 const TransferSettings &settings) const {
   TransferLimit limit{options.timeout, false};
-  if (!deadline) {
+  if (!settings.deadline) {
     return limit;
   }
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-      *deadline - std::chrono::steady_clock::now());
+      *settings.deadline - std::chrono::steady_clock::now());
   if (left <= std::chrono::milliseconds::zero()) {
     return make_error(ErrorKind::timeout,
                       "GET '" + std::string(masked) +
@@ -521,7 +444,8 @@ HttpClient::Impl::transfer_limit(std::string_view masked) const {
   return limit;
 }
 
-Error HttpClient::Impl::transfer_error(CURLcode code,
+Error HttpClient::Impl::transfer_error(const detail::EasyHandle &handle,
+                                       CURLcode code,
                                        std::string_view masked,
                                        const BodySink &sink,
                                        const TransferLimit &limit) const {
@@ -532,7 +456,8 @@ Error HttpClient::Impl::transfer_error(CURLcode code,
                      std::to_string(options.max_body_bytes) + " bytes"};
   }
   const std::string detail = without_elapsed_time(
-      error_buffer[0] != '\0' ? error_buffer.data() : curl_easy_strerror(code));
+      handle.error_buffer[0] != '\0' ? handle.error_buffer.data()
+                                     : curl_easy_strerror(code));
   if (code == CURLE_ABORTED_BY_CALLBACK) {
     return Error{ErrorKind::transport,
                  "GET '" + url + "' aborted: a stop was requested"};
@@ -549,8 +474,8 @@ Error HttpClient::Impl::transfer_error(CURLcode code,
   }
   if (code == CURLE_PEER_FAILED_VERIFICATION) {
     return Error{ErrorKind::tls,
-                 "TLS certificate verification of '" + url +
-                     "' failed: " + detail + ": " + verification_hint()};
+                 "TLS certificate verification of '" + url + "' failed: " +
+                     detail + ": " + verification_hint(handle.curl)};
   }
   if (is_tls_error(code)) {
     return Error{ErrorKind::tls,
@@ -559,24 +484,12 @@ Error HttpClient::Impl::transfer_error(CURLcode code,
   return Error{ErrorKind::transport, "GET '" + url + "' failed: " + detail};
 }
 
-Error HttpClient::Impl::redirect_error(long status,
-                                       std::string_view masked) const {
-  std::string message =
-      "HTTP " + std::to_string(status) + " from '" + std::string(masked) + "'";
-  char *location = nullptr;
-  curl_easy_getinfo(handle, CURLINFO_REDIRECT_URL, &location);
-  if (location != nullptr) {
-    message += " redirects to '" + redirect_target(location) + "'";
-  }
-  message += ": redirects are not followed, so configure the final URL";
-  return Error{ErrorKind::http_status, std::move(message), status};
-}
-
-Result<HttpResponse> HttpClient::Impl::perform(std::string_view url,
+Result<HttpResponse> HttpClient::Impl::perform(detail::EasyHandle &handle,
+                                               std::string_view url,
                                                CURLU *parsed,
                                                const Origin &origin) {
   const std::string masked = mask_url(url);
-  if (handle == nullptr || headers == nullptr) {
+  if (headers == nullptr) {
     return make_error(ErrorKind::transport,
                       "libcurl initialisation failed before GET '" + masked +
                           "'");
@@ -590,39 +503,48 @@ Result<HttpResponse> HttpClient::Impl::perform(std::string_view url,
     }
   }
 
-  if (stop_requested != nullptr && stop_requested->load()) {
+  const TransferSettings current = settings();
+  if (current.stop_requested != nullptr && current.stop_requested->load()) {
     return make_error(ErrorKind::transport,
                       "GET '" + masked + "' not sent: a stop was requested");
   }
-  auto limit = transfer_limit(masked);
+  auto limit = transfer_limit(masked, current);
   if (!limit) {
     return std::unexpected(limit.error());
   }
 
   BodySink sink{std::string(), options.max_body_bytes, false};
-  const CURLcode setup = configure(parsed, origin, sink, *limit);
+  const CURLcode setup =
+      configure(handle, parsed, origin, sink, *limit, current);
   if (setup != CURLE_OK) {
     return make_error(ErrorKind::transport,
                       "cannot set up GET '" + masked +
                           "': " + curl_easy_strerror(setup));
   }
 
-  const CURLcode code = curl_easy_perform(handle);
+  const CURLcode code = curl_easy_perform(handle.curl);
   // The parsed URL dies with the caller, so the handle must not keep it.
-  curl_easy_setopt(handle, CURLOPT_CURLU, nullptr);
+  curl_easy_setopt(handle.curl, CURLOPT_CURLU, nullptr);
+  // libcurl resets the request size at the start of each transfer, and it
+  // stays 0 when the request never left, e.g. on a refused connection.
+  long request_bytes = 0;
+  curl_easy_getinfo(handle.curl, CURLINFO_REQUEST_SIZE, &request_bytes);
+  if (request_bytes > 0) {
+    ++requests_sent;
+  }
   if (code != CURLE_OK) {
-    return std::unexpected(transfer_error(code, masked, sink, *limit));
+    return std::unexpected(transfer_error(handle, code, masked, sink, *limit));
   }
 
   long status = 0;
-  curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(handle.curl, CURLINFO_RESPONSE_CODE, &status);
   if (status >= 300 && status < 400) {
-    return std::unexpected(redirect_error(status, masked));
+    return std::unexpected(redirect_error(handle.curl, status, masked));
   }
   if (status < 200 || status >= 300) {
     std::string message =
         "HTTP " + std::to_string(status) + " from '" + masked + "'";
-    const std::string snippet = body_snippet(sink.body);
+    const std::string snippet = detail::body_snippet(sink.body);
     if (!snippet.empty()) {
       message += ": " + snippet;
     }
@@ -632,15 +554,21 @@ Result<HttpResponse> HttpClient::Impl::perform(std::string_view url,
   return HttpResponse{status, std::move(sink.body)};
 }
 
-// One GET under the handle's lock. Stores the response's Retry-After value,
-// which the next request on the handle overwrites, in `retry_after_value`.
+// One GET on an easy handle of the pool, which no other thread uses until
+// the GET ends. Stores the response's Retry-After value in
+// `retry_after_value`.
 Result<HttpResponse> HttpClient::Impl::attempt(std::string_view url,
                                                CURLU *parsed,
                                                const Origin &origin,
                                                std::string &retry_after_value) {
-  const std::lock_guard lock(mutex);
+  const detail::EasyHandlePool::Lease lease = pool.take();
+  if (lease.get() == nullptr) {
+    return make_error(ErrorKind::transport,
+                      "libcurl initialisation failed before GET '" +
+                          mask_url(url) + "'");
+  }
   const auto start = std::chrono::steady_clock::now();
-  auto response = perform(url, parsed, origin);
+  auto response = perform(*lease.get(), url, parsed, origin);
   const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - start);
   if (response) {
@@ -654,108 +582,8 @@ Result<HttpResponse> HttpClient::Impl::attempt(std::string_view url,
                   elapsed.count(),
                   response.error().message);
   }
-  retry_after_value = retry_after;
+  retry_after_value = lease.get()->retry_after;
   return response;
-}
-
-// The final error when a 429 or 503 with `retry_after_value` is not retried
-// again, nullopt when it is.
-std::optional<Error> HttpClient::Impl::retry_limit_error(
-    const Error &error, const std::string &retry_after_value, int retry) const {
-  const std::string quoted = "'" + body_snippet(retry_after_value) + "'";
-  const std::optional<std::chrono::seconds> wait =
-      parse_retry_after(retry_after_value);
-  const std::chrono::milliseconds limit = std::min<std::chrono::milliseconds>(
-      options.max_retry_wait, options.timeout);
-  Error final_error = error;
-  if (!wait) {
-    final_error.message += ": Retry-After " + quoted +
-                           " is neither delta-seconds nor an HTTP-date, so the "
-                           "request is polled again on the next run";
-    return final_error;
-  }
-  if (*wait > limit) {
-    final_error.message +=
-        ": Retry-After " + quoted + " requests a wait longer " + "than the " +
-        std::to_string(limit.count()) +
-        " ms that a run waits, so the request is polled again "
-        "on the next run";
-    return final_error;
-  }
-  if (retry >= options.max_retries) {
-    final_error.message += ": still HTTP " + std::to_string(error.http_status) +
-                           " after " + std::to_string(retry) +
-                           " retries with the wait that Retry-After " + quoted +
-                           " requests, so the request is polled again on the "
-                           "next run";
-    return final_error;
-  }
-  return std::nullopt;
-}
-
-bool HttpClient::Impl::ends_before_deadline(std::chrono::seconds wait) {
-  const std::lock_guard lock(mutex);
-  return !deadline || std::chrono::steady_clock::now() + wait < *deadline;
-}
-
-// Sleeps `wait` unless a stop is requested during it. Returns whether it
-// slept the whole wait.
-bool HttpClient::Impl::sleep_unless_stopped(std::chrono::seconds wait) {
-  const std::atomic<bool> *stop = nullptr;
-  {
-    const std::lock_guard lock(mutex);
-    stop = stop_requested;
-  }
-  const auto end = std::chrono::steady_clock::now() + wait;
-  // Ends at `end`, and checks the stop flag every 50 ms.
-  constexpr std::chrono::milliseconds step{50};
-  while (std::chrono::steady_clock::now() < end) {
-    if (stop != nullptr && stop->load()) {
-      return false;
-    }
-    const auto left = end - std::chrono::steady_clock::now();
-    std::this_thread::sleep_for(
-        std::min<std::chrono::steady_clock::duration>(step, left));
-  }
-  return stop == nullptr || !stop->load();
-}
-
-// Waits as `retry_after_value` requests before retry number `retry` + 1, and
-// returns nullopt. Returns the final error instead when the retry is not
-// allowed or a stop is requested during the wait.
-std::optional<Error>
-HttpClient::Impl::wait_for_retry(std::string_view url,
-                                 const Error &error,
-                                 const std::string &retry_after_value,
-                                 int retry) {
-  if (auto final_error = retry_limit_error(error, retry_after_value, retry)) {
-    return final_error;
-  }
-  const std::chrono::seconds wait = *parse_retry_after(retry_after_value);
-  const std::string quoted = "'" + body_snippet(retry_after_value) + "'";
-  if (!ends_before_deadline(wait)) {
-    Error final_error = error;
-    final_error.message += ": Retry-After " + quoted +
-                           " requests a wait past the run's deadline, so the "
-                           "request is polled again on the next run";
-    return final_error;
-  }
-  spdlog::info("GET {} returned HTTP {} with Retry-After {}: retrying in "
-               "{} s, retry {} of {}",
-               mask_url(url),
-               error.http_status,
-               quoted,
-               wait.count(),
-               retry + 1,
-               options.max_retries);
-  if (!sleep_unless_stopped(wait)) {
-    Error final_error = error;
-    final_error.message +=
-        ": a stop was requested during the wait that Retry-After " + quoted +
-        " requests";
-    return final_error;
-  }
-  return std::nullopt;
 }
 
 HttpClient::HttpClient(HttpOptions options,
@@ -768,16 +596,20 @@ HttpClient::HttpClient(HttpOptions options,
 void HttpClient::set_deadline(
     std::optional<std::chrono::steady_clock::time_point> deadline) {
   if (m_impl) {
-    const std::lock_guard lock(m_impl->mutex);
+    const std::lock_guard lock(m_impl->settings_mutex);
     m_impl->deadline = deadline;
   }
 }
 
 void HttpClient::set_stop_flag(const std::atomic<bool> *stop_requested) {
   if (m_impl) {
-    const std::lock_guard lock(m_impl->mutex);
+    const std::lock_guard lock(m_impl->settings_mutex);
     m_impl->stop_requested = stop_requested;
   }
+}
+
+std::uint64_t HttpClient::requests_sent() const {
+  return m_impl ? m_impl->requests_sent.load() : 0;
 }
 
 HttpClient::HttpClient(HttpClient &&) noexcept = default;
@@ -811,12 +643,15 @@ Result<HttpResponse> HttpClient::get(std::string_view url) {
     auto response =
         m_impl->attempt(url, parsed->get(), *origin, retry_after_value);
     if (response || response.error().kind != ErrorKind::http_status ||
-        !may_retry_after(response.error().http_status) ||
+        !detail::may_retry_after(response.error().http_status) ||
         retry_after_value.empty()) {
       return response;
     }
-    if (auto final_error = m_impl->wait_for_retry(
-            url, response.error(), retry_after_value, retry)) {
+    const TransferSettings current = m_impl->settings();
+    const detail::RetryContext context{
+        m_impl->options, current.deadline, current.stop_requested};
+    if (auto final_error = detail::wait_for_retry(
+            url, response.error(), retry_after_value, retry, context)) {
       return std::unexpected(std::move(*final_error));
     }
   }

@@ -157,6 +157,14 @@ void add_options(CLI::App &app, Arguments &arguments) {
   app.add_option("--order",
                  arguments.pass.order_name,
                  "poll only the order with this name");
+  app.add_option("--jobs",
+                 arguments.overrides.jobs,
+                 "number of requests polled at once, each on its own "
+                 "connection to the CA, instead of [cert_poll] jobs "
+                 "(default: " +
+                     std::to_string(k_default_jobs) + ")")
+      ->check(CLI::Range(1, k_max_jobs))
+      ->type_name("N");
   app.add_option("--max-runtime",
                  arguments.max_runtime_seconds,
                  "seconds after the start at which the run stops: no request "
@@ -229,9 +237,10 @@ std::optional<int> lock_run(const Arguments &arguments,
   return std::nullopt;
 }
 
-// The pass options with the --max-runtime deadline, counted from `start`,
-// and the flag of the signal handlers.
+// The pass options with `jobs`, the --max-runtime deadline, counted from
+// `start`, and the flag of the signal handlers.
 PassOptions pass_options(const Arguments &arguments,
+                         int jobs,
                          std::chrono::steady_clock::time_point start) {
   PassOptions options = arguments.pass;
   if (arguments.max_runtime_seconds > 0) {
@@ -239,6 +248,10 @@ PassOptions pass_options(const Arguments &arguments,
         start + std::chrono::seconds(arguments.max_runtime_seconds);
   }
   options.stop_requested = &stop_requested();
+  options.jobs = jobs;
+  // Only --json prints each request, so without it no report is kept and
+  // memory does not grow with the number of requests.
+  options.keep_reports = arguments.json;
   return options;
 }
 
@@ -295,14 +308,14 @@ int list_requests(const Config &config,
 // Counts the requests still processing in the whole database, for the
 // cert_poll_pending_requests gauge. Returns nullopt when that read fails.
 std::optional<std::size_t> count_processing(Store &store) {
-  auto requests = store.processing_requests();
-  if (!requests) {
+  auto count = store.count_processing();
+  if (!count) {
     spdlog::warn("failed to count the requests still processing, so the "
                  "metrics file has no cert_poll_pending_requests: {}",
-                 requests.error().message);
+                 count.error().message);
     return std::nullopt;
   }
-  return requests->size();
+  return *count;
 }
 
 // Prints --json and writes --metrics-file after a pass. Returns `status`,
@@ -368,7 +381,8 @@ int run(const Arguments &arguments) {
   }
 
   const auto pass_start = std::chrono::steady_clock::now();
-  auto summary = run_pass(*store, **handler, pass_options(arguments, start));
+  auto summary =
+      run_pass(*store, **handler, pass_options(arguments, config->jobs, start));
   if (!summary) {
     return fail(summary.error());
   }

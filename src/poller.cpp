@@ -3,7 +3,12 @@
 
 #include "cert_poll/certificate_check.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
+
+#include "pending_source.hpp"
+#include "worker_pool.hpp"
 
 namespace cert_poll {
 
@@ -33,7 +38,9 @@ Update failed_update(const PendingRequest &request,
 
 // Builds the row update from the handler's result. An issued certificate
 // must pass the checks first, else the update records a failure.
-Update make_update(const PendingRequest &request, const PollResult &result) {
+Update make_update(const PendingRequest &request,
+                   const PollResult &result,
+                   x509::CertificateCache &issuers) {
   Update update;
   update.certificate_id = request.certificate_id;
   update.order_id = request.order_id;
@@ -41,7 +48,7 @@ Update make_update(const PendingRequest &request, const PollResult &result) {
   switch (result.status) {
   case PollStatus::issued: {
     auto checked = check_issued_certificate(
-        result.chain_pem, result.cert_raw, request.csr);
+        result.chain_pem, result.cert_raw, request.csr, &issuers);
     if (!checked) {
       return failed_update(request, result, checked.error().message);
     }
@@ -139,42 +146,6 @@ bool already_stored(const PendingRequest &request, const Update &update) {
          update.poll_identifier.value_or("") == request.poll_identifier;
 }
 
-// Writes one update and reports what is stored afterwards. A failed write
-// turns the outcome into failed, and the request is polled again next run
-// because nothing of it was stored. An order that another process changed
-// meanwhile is skipped: that is no fault of the CA or of the database. A
-// database that stays locked, is full or fails to write is stored in
-// `database_error`, which ends the pass.
-RequestReport record_update(Store &store,
-                            const PendingRequest &request,
-                            const Update &update,
-                            const PassOptions &options,
-                            std::optional<Error> &database_error) {
-  RequestReport report{request.order_name,
-                       request.certificate_name,
-                       update.outcome,
-                       describe(update)};
-  if (options.dry_run || already_stored(request, update)) {
-    return report;
-  }
-  auto written = store.record(update);
-  if (written) {
-    return report;
-  }
-  if (written.error().kind == ErrorKind::conflict) {
-    report.skipped = true;
-    report.message = written.error().message;
-    return report;
-  }
-  if (written.error().kind == ErrorKind::busy ||
-      written.error().kind == ErrorKind::database) {
-    database_error = written.error();
-  }
-  report.outcome = Outcome::failed;
-  report.message = "not stored: " + written.error().message;
-  return report;
-}
-
 void warn_missing_columns(const Store &store) {
   auto missing = store.missing_columns();
   if (missing.empty()) {
@@ -217,22 +188,6 @@ std::string to_text(StopReason reason) {
   return "stopped by a signal";
 }
 
-void add_not_polled(PassSummary &summary,
-                    const PendingRequest &request,
-                    std::string message) {
-  RequestReport report{request.order_name,
-                       request.certificate_name,
-                       Outcome::failed,
-                       std::move(message)};
-  report.not_polled = true;
-  spdlog::debug("order {}, certificate {}: {}",
-                in_quotes(request.order_name),
-                in_quotes(request.certificate_name),
-                report.message);
-  ++summary.not_polled;
-  summary.requests.push_back(std::move(report));
-}
-
 // Resolves --order: an unknown order is a usage error, an order that is not
 // processing leaves nothing to poll.
 Result<bool> order_is_processing(Store &store, const std::string &order_name) {
@@ -255,80 +210,270 @@ Result<bool> order_is_processing(Store &store, const std::string &order_name) {
   return true;
 }
 
-// Checks one poll result, records it, and logs and counts the outcome.
-// The first issued certificate of a pass warns about missing columns.
-void record_result(Store &store,
-                   const PendingRequest &request,
-                   const PollResult &result,
-                   const PassOptions &options,
-                   PassSummary &summary,
-                   bool &warned_missing_columns) {
-  Update update = make_update(request, result);
-  if (update.outcome == Outcome::issued && !warned_missing_columns) {
-    warn_missing_columns(store);
-    warned_missing_columns = true;
-  }
-  RequestReport report =
-      record_update(store, request, update, options, summary.database_error);
-  log_outcome(request, report, options.dry_run);
-  count(summary, report);
-  summary.requests.push_back(std::move(report));
-}
-
-// Polls and records each request in turn until a write fails on the
-// database itself, the deadline passes or a stop is requested.
-void poll_requests(Store &store,
-                   CaHandler &handler,
-                   const std::vector<PendingRequest> &requests,
-                   const PassOptions &options,
-                   PassSummary &summary) {
-  handler.set_deadline(options.deadline);
-  handler.set_stop_flag(options.stop_requested);
-  bool warned_missing_columns = false;
+// A worker's output for one request.
+struct PolledRequest {
+  PendingRequest request;
+  Update update;
+  // Set when the request was not polled, or its poll failed, because of the
+  // deadline or a stop request. `update` is empty then.
   std::optional<StopReason> stopped;
-  for (const auto &request : requests) {
-    if (summary.database_error) {
-      // The database stayed locked or failed a write: polling the rest
-      // would only fetch results from the CA that cannot be stored.
-      summary.requests.push_back(
-          {request.order_name,
-           request.certificate_name,
-           Outcome::failed,
-           "not polled: the database failed an earlier write"});
-      ++summary.failed;
-      continue;
-    }
-    if (!stopped) {
-      stopped = stop_reason(options);
-    }
-    if (stopped) {
-      add_not_polled(summary, request, "not polled: " + to_text(*stopped));
-      continue;
-    }
+  bool interrupted = false; // the poll started and failed
+};
 
-    PollResult result = handler.poll(request);
+// The number of waiting results that starts a write at once: as many as
+// one transaction takes by default (StoreOptions::max_transaction_rows).
+constexpr std::size_t k_batch_rows = StoreOptions{}.max_transaction_rows;
+
+// One pass on the calling thread, which alone reads and writes the store,
+// while a WorkerPool polls the CA.
+class Pass {
+public:
+  Pass(Store &store,
+       CaHandler &handler,
+       const PassOptions &options,
+       PassSummary &summary)
+      : m_store(store), m_handler(handler), m_options(options),
+        m_summary(summary) {}
+
+  // Polls what `source` lists until it ends, a write fails on the database
+  // itself, the deadline passes or a stop is requested. A failed page read
+  // after the first is stored in database_error too.
+  void run(detail::PendingSource &source) {
+    const int jobs = std::max(1, m_options.jobs);
+    // Twice the jobs keeps every thread busy while this thread writes.
+    detail::WorkerPool<PolledRequest> pool(
+        jobs,
+        static_cast<std::size_t>(jobs) * 2,
+        [this](PendingRequest request) { return poll(std::move(request)); });
+
+    bool listed_all = false;
+    while (true) {
+      while (!listed_all && !pool.full()) {
+        auto next = source.next();
+        if (!next) {
+          m_summary.database_error = next.error();
+          listed_all = true;
+        } else if (!*next) {
+          listed_all = true;
+        } else {
+          dispatch(pool, std::move(**next));
+        }
+      }
+      if (listed_all && pool.outstanding() == 0) {
+        break;
+      }
+      for (auto &polled : pool.take_outputs(wait_until())) {
+        handle(std::move(polled));
+      }
+      if (write_due()) {
+        flush();
+      }
+      if (m_summary.database_error) {
+        for (auto &request : pool.take_queued()) {
+          add_database_failed(request);
+        }
+      }
+    }
+    flush();
+    if (m_stopped) {
+      spdlog::warn("{} of {} requests not polled: {}. The next run polls them",
+                   m_summary.not_polled,
+                   m_listed,
+                   to_text(*m_stopped));
+    }
+  }
+
+private:
+  // Runs on a worker thread: polls one request and checks the result.
+  PolledRequest poll(PendingRequest request) {
+    PolledRequest polled{std::move(request), {}, {}, false};
+    polled.stopped = stop_reason(m_options);
+    if (polled.stopped) {
+      return polled;
+    }
+    PollResult result = m_handler.poll(polled.request);
     if (result.status == PollStatus::failed) {
       // Storing the error would blame the CA for a cut that came from here.
       // The HTTP client has logged the failed call at debug level.
-      stopped = stop_reason(options);
-      if (stopped) {
-        add_not_polled(summary,
-                       request,
-                       "poll interrupted, nothing stored: " +
-                           to_text(*stopped));
-        continue;
+      polled.stopped = stop_reason(m_options);
+      if (polled.stopped) {
+        polled.interrupted = true;
+        return polled;
       }
     }
-    record_result(
-        store, request, result, options, summary, warned_missing_columns);
+    polled.update = make_update(polled.request, result, m_issuers);
+    return polled;
   }
-  if (stopped) {
-    spdlog::warn("{} of {} requests not polled: {}. The next run polls them",
-                 summary.not_polled,
-                 requests.size(),
-                 to_text(*stopped));
+
+  void dispatch(detail::WorkerPool<PolledRequest> &pool,
+                PendingRequest request) {
+    ++m_listed;
+    if (m_summary.database_error) {
+      // The database stayed locked or failed a write: polling the rest
+      // would only fetch results from the CA that cannot be stored.
+      add_database_failed(request);
+      return;
+    }
+    if (!m_stopped) {
+      m_stopped = stop_reason(m_options);
+    }
+    if (m_stopped) {
+      add_not_polled(request, "not polled: " + to_text(*m_stopped));
+      return;
+    }
+    pool.push(std::move(request));
   }
-}
+
+  std::chrono::steady_clock::time_point wait_until() const {
+    if (m_writes.empty()) {
+      return std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+    }
+    return m_first_write_at + m_options.max_write_delay;
+  }
+
+  bool write_due() const {
+    if (m_writes.empty()) {
+      return false;
+    }
+    return m_writes.size() >= k_batch_rows ||
+           std::chrono::steady_clock::now() >=
+               m_first_write_at + m_options.max_write_delay;
+  }
+
+  void handle(PolledRequest polled) {
+    if (polled.stopped) {
+      if (!m_stopped) {
+        m_stopped = polled.stopped;
+      }
+      add_not_polled(polled.request,
+                     (polled.interrupted ? "poll interrupted, nothing stored: "
+                                         : "not polled: ") +
+                         to_text(*polled.stopped));
+      return;
+    }
+    if (m_summary.database_error) {
+      add_report(polled.request,
+                 failed_report(polled.request,
+                               "not stored: the database failed an earlier "
+                               "write"));
+      return;
+    }
+    const Update &update = polled.update;
+    if (update.outcome == Outcome::issued && !m_warned_missing_columns) {
+      warn_missing_columns(m_store);
+      m_warned_missing_columns = true;
+    }
+    if (m_options.dry_run || already_stored(polled.request, update)) {
+      add_report(polled.request, stored_report(polled.request, update));
+      return;
+    }
+    if (m_writes.empty()) {
+      m_first_write_at = std::chrono::steady_clock::now();
+    }
+    m_writes.push_back(std::move(polled));
+  }
+
+  // Writes the waiting results and reports what is stored afterwards. A
+  // failed write turns the outcome into failed, and the request is polled
+  // again next run because nothing of it was stored. An order that another
+  // process changed meanwhile is skipped: that is no fault of the CA or of
+  // the database.
+  void flush() {
+    if (m_writes.empty()) {
+      return;
+    }
+    std::vector<Update> updates;
+    updates.reserve(m_writes.size());
+    for (auto &polled : m_writes) {
+      updates.push_back(std::move(polled.update));
+    }
+    BatchResult batch = m_store.record_batch(updates);
+    for (std::size_t i = 0; i < m_writes.size(); ++i) {
+      const PendingRequest &request = m_writes[i].request;
+      if (i >= batch.results.size()) {
+        add_report(
+            request,
+            failed_report(request,
+                          "not stored: " + batch.database_error->message));
+        continue;
+      }
+      const Result<void> &written = batch.results[i];
+      RequestReport report = stored_report(request, updates[i]);
+      if (!written && written.error().kind == ErrorKind::conflict) {
+        report.skipped = true;
+        report.message = written.error().message;
+      } else if (!written) {
+        report =
+            failed_report(request, "not stored: " + written.error().message);
+      }
+      add_report(request, std::move(report));
+    }
+    if (batch.database_error && !m_summary.database_error) {
+      m_summary.database_error = std::move(batch.database_error);
+    }
+    m_writes.clear();
+  }
+
+  static RequestReport stored_report(const PendingRequest &request,
+                                     const Update &update) {
+    return RequestReport{.order_name = request.order_name,
+                         .certificate_name = request.certificate_name,
+                         .outcome = update.outcome,
+                         .message = describe(update),
+                         .certificate_id = request.certificate_id};
+  }
+
+  static RequestReport failed_report(const PendingRequest &request,
+                                     std::string message) {
+    return RequestReport{.order_name = request.order_name,
+                         .certificate_name = request.certificate_name,
+                         .outcome = Outcome::failed,
+                         .message = std::move(message),
+                         .certificate_id = request.certificate_id};
+  }
+
+  void add_database_failed(const PendingRequest &request) {
+    RequestReport report = failed_report(
+        request, "not polled: the database failed an earlier write");
+    count(m_summary, report);
+    keep(std::move(report));
+  }
+
+  void add_not_polled(const PendingRequest &request, std::string message) {
+    RequestReport report = failed_report(request, std::move(message));
+    report.not_polled = true;
+    spdlog::debug("order {}, certificate {}: {}",
+                  in_quotes(request.order_name),
+                  in_quotes(request.certificate_name),
+                  report.message);
+    ++m_summary.not_polled;
+    keep(std::move(report));
+  }
+
+  void add_report(const PendingRequest &request, RequestReport report) {
+    log_outcome(request, report, m_options.dry_run);
+    count(m_summary, report);
+    keep(std::move(report));
+  }
+
+  void keep(RequestReport report) {
+    if (m_options.keep_reports) {
+      m_summary.requests.push_back(std::move(report));
+    }
+  }
+
+  Store &m_store;
+  CaHandler &m_handler;
+  const PassOptions &m_options;
+  PassSummary &m_summary;
+  // The CA certificates of the chains, parsed once for all jobs.
+  x509::CertificateCache m_issuers;
+  std::vector<PolledRequest> m_writes; // results waiting for a transaction
+  std::chrono::steady_clock::time_point m_first_write_at;
+  std::optional<StopReason> m_stopped;
+  std::size_t m_listed = 0;
+  bool m_warned_missing_columns = false;
+};
 
 } // namespace
 
@@ -345,17 +490,30 @@ run_pass(Store &store, CaHandler &handler, const PassOptions &options) {
     }
   }
 
-  auto pending = store.pending(options.order_name);
-  if (!pending) {
-    return std::unexpected(pending.error());
-  }
-  summary.skipped = static_cast<int>(pending->skipped.size());
-  for (const auto &name : pending->skipped) {
-    spdlog::debug("certificate {} has no poll identifier: skipped",
-                  in_quotes(name));
+  // The first page is read before any request is polled, so that a
+  // database that cannot be listed fails the pass.
+  detail::PendingSource source(store, options, summary);
+  auto first_page = source.read_first_page();
+  if (!first_page) {
+    return std::unexpected(first_page.error());
   }
 
-  poll_requests(store, handler, pending->requests, options, summary);
+  handler.set_deadline(options.deadline);
+  handler.set_stop_flag(options.stop_requested);
+  const std::uint64_t requests_before = handler.requests_sent();
+  store.reset_transaction_stats();
+
+  Pass pass(store, handler, options, summary);
+  pass.run(source);
+
+  summary.ca_requests = handler.requests_sent() - requests_before;
+  summary.transactions = store.transaction_stats().committed;
+  summary.longest_transaction = store.transaction_stats().longest;
+  std::stable_sort(summary.requests.begin(),
+                   summary.requests.end(),
+                   [](const RequestReport &a, const RequestReport &b) {
+                     return a.certificate_id < b.certificate_id;
+                   });
   return summary;
 }
 

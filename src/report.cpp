@@ -244,6 +244,10 @@ void sync_folder(const std::filesystem::path &path) {
   }
 }
 
+double seconds_of(std::chrono::microseconds duration) {
+  return std::chrono::duration<double>(duration).count();
+}
+
 } // namespace
 
 std::string cut_text(std::string_view text, std::size_t width) {
@@ -363,6 +367,9 @@ std::string format_pass_json(const PassSummary &summary,
       {"totals", std::move(totals)},
       {"dry_run", dry_run},
       {"duration_seconds", seconds},
+      {"ca_requests", summary.ca_requests},
+      {"database_transactions", summary.transactions},
+      {"longest_transaction_seconds", seconds_of(summary.longest_transaction)},
       {"database_error", std::move(database_error)},
   };
   // A CA's message may carry invalid UTF-8, on which the default handler
@@ -420,6 +427,23 @@ std::string format_metrics(const PassMetrics &metrics,
     text += fmt::format("cert_poll_pending_requests {}\n",
                         *metrics.processing_after);
   }
+  add_metric_header(text,
+                    "cert_poll_ca_requests",
+                    "HTTP requests sent to the CA in the last pass, retries "
+                    "included.");
+  text +=
+      fmt::format("cert_poll_ca_requests {}\n", metrics.summary.ca_requests);
+  add_metric_header(text,
+                    "cert_poll_database_transactions",
+                    "Write transactions committed in the last pass.");
+  text += fmt::format("cert_poll_database_transactions {}\n",
+                      metrics.summary.transactions);
+  add_metric_header(text,
+                    "cert_poll_longest_transaction_seconds",
+                    "Longest write transaction of the last pass, from taking "
+                    "the write lock to COMMIT, in seconds.");
+  text += fmt::format("cert_poll_longest_transaction_seconds {:.6f}\n",
+                      seconds_of(metrics.summary.longest_transaction));
   add_metric_header(text,
                     "cert_poll_pass_duration_seconds",
                     "Duration of the last pass in seconds.");

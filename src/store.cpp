@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cert_poll/store.hpp"
 
+#include <algorithm>
 #include <array>
 #include <fcntl.h>
 #include <system_error>
@@ -14,6 +15,7 @@
 
 #include "sqlite_util.hpp"
 #include "store_schema.hpp"
+#include "store_write.hpp"
 
 namespace cert_poll {
 
@@ -27,6 +29,7 @@ using detail::quote_path;
 using detail::sqlite_error;
 using detail::step;
 using detail::Value;
+using detail::write_rows;
 
 namespace {
 
@@ -106,198 +109,6 @@ Result<void> check_writable(const Database &database) {
   return {};
 }
 
-// Maps empty text to NULL, so that no row carries an empty serial, aki or
-// renewal_info that a lookup could match.
-Value text_or_null(const std::string &text) {
-  if (text.empty()) {
-    return std::monostate{};
-  }
-  return std::string_view(text);
-}
-
-Value text_or_null(const std::optional<std::string> &text) {
-  if (!text) {
-    return std::monostate{};
-  }
-  return std::string_view(*text);
-}
-
-struct Assignment {
-  std::string_view column;
-  Value value;
-};
-
-std::vector<Assignment> issued_assignments(const Schema &schema,
-                                           const IssuedCertificate &issued) {
-  // The error is cleared because the request is no longer in error.
-  std::vector<Assignment> assignments{
-      {"cert", std::string_view(issued.chain_pem)},
-      {"cert_raw", std::string_view(issued.cert_raw)},
-      {"error", std::monostate{}},
-      {"poll_identifier", std::monostate{}},
-  };
-  std::array<Assignment, 5> derived{{
-      {"issue_uts", issued.issue_uts},
-      {"expire_uts", issued.expire_uts},
-      {"serial", text_or_null(issued.serial)},
-      {"aki", text_or_null(issued.aki)},
-      {"renewal_info", text_or_null(issued.renewal_info)},
-  }};
-  for (const auto &assignment : derived) {
-    if (schema.has_certificate_column(assignment.column)) {
-      assignments.push_back(assignment);
-    }
-  }
-  return assignments;
-}
-
-std::vector<Assignment> certificate_assignments(const Schema &schema,
-                                                const Update &update) {
-  if (update.outcome == Outcome::issued) {
-    return issued_assignments(schema, *update.certificate);
-  }
-  return {
-      {"error", text_or_null(update.error)},
-      {"poll_identifier", text_or_null(update.poll_identifier)},
-  };
-}
-
-// The order an update belongs to, read inside the write transaction.
-struct OrderState {
-  std::string name;
-  std::int64_t status_id = 0;
-  std::string status_name; // empty when the status table lacks the id
-};
-
-Result<std::optional<OrderState>> read_order_state(const Database &database,
-                                                   const Schema &schema,
-                                                   std::int64_t order_id) {
-  constexpr std::string_view action = "reading the order status";
-  std::string sql = "SELECT o.name, o.status_id, s.name FROM " +
-                    quote_identifier(schema.order_table) + " AS o LEFT JOIN " +
-                    quote_identifier(schema.status_table) +
-                    " AS s ON s.id = o.status_id WHERE o.id = ?1";
-  auto statement = prepare(database, sql, {order_id}, action);
-  if (!statement) {
-    return std::unexpected(statement.error());
-  }
-  auto row = step(database, statement->get(), action);
-  if (!row) {
-    return std::unexpected(row.error());
-  }
-  if (!*row) {
-    return std::optional<OrderState>{};
-  }
-  return OrderState{column_text(statement->get(), 0),
-                    sqlite3_column_int64(statement->get(), 1),
-                    column_text(statement->get(), 2)};
-}
-
-// Fails with ErrorKind::conflict unless the order exists and is still
-// `processing`, because another process (acme2certifier, a second poller or
-// an administrator) may have changed it since pending() listed it.
-Result<std::string> require_processing(const Database &database,
-                                       const Schema &schema,
-                                       std::int64_t order_id) {
-  auto state = read_order_state(database, schema, order_id);
-  if (!state) {
-    return std::unexpected(state.error());
-  }
-  if (!*state) {
-    return make_error(ErrorKind::conflict,
-                      "order id '" + std::to_string(order_id) +
-                          "' not found: nothing written");
-  }
-  if ((*state)->status_id != schema.processing_id) {
-    std::string now = (*state)->status_name.empty()
-                          ? "status id " + std::to_string((*state)->status_id)
-                          : (*state)->status_name;
-    return make_error(ErrorKind::conflict,
-                      "order '" + (*state)->name +
-                          "' is no longer processing (now '" + now +
-                          "'): nothing written");
-  }
-  return (*state)->name;
-}
-
-Result<void> update_certificate(const Database &database,
-                                const Schema &schema,
-                                const Update &update,
-                                const std::string &order_name) {
-  std::string action =
-      "updating certificate id '" + std::to_string(update.certificate_id) + "'";
-  std::string sql =
-      "UPDATE " + quote_identifier(schema.certificate_table) + " SET ";
-  std::vector<Value> values;
-  for (const auto &assignment : certificate_assignments(schema, update)) {
-    if (!values.empty()) {
-      sql += ", ";
-    }
-    values.push_back(assignment.value);
-    sql += quote_identifier(assignment.column) + " = ?" +
-           std::to_string(values.size());
-  }
-  values.emplace_back(update.certificate_id);
-  values.emplace_back(update.order_id);
-  sql += " WHERE id = ?" + std::to_string(values.size() - 1) +
-         " AND order_id = ?" + std::to_string(values.size());
-
-  auto changed = execute(database, sql, values, action);
-  if (!changed) {
-    return std::unexpected(changed.error());
-  }
-  if (*changed != 1) {
-    return make_error(
-        ErrorKind::conflict,
-        "certificate id '" + std::to_string(update.certificate_id) +
-            "' of order '" + order_name + "' not found: nothing written");
-  }
-  return {};
-}
-
-Result<void> update_order_status(const Database &database,
-                                 const Schema &schema,
-                                 const Update &update,
-                                 const std::string &order_name) {
-  std::int64_t status_id =
-      update.outcome == Outcome::issued ? schema.valid_id : schema.invalid_id;
-  std::string action = "updating the status of order '" + order_name + "'";
-  std::string sql = "UPDATE " + quote_identifier(schema.order_table) +
-                    " SET status_id = ?1 WHERE id = ?2 AND status_id = ?3";
-  auto changed = execute(database,
-                         sql,
-                         {status_id, update.order_id, schema.processing_id},
-                         action);
-  if (!changed) {
-    return std::unexpected(changed.error());
-  }
-  if (*changed != 1) {
-    return make_error(ErrorKind::conflict,
-                      "order '" + order_name +
-                          "' is no longer processing: nothing written");
-  }
-  return {};
-}
-
-// Runs the statements of one record() transaction, between BEGIN and COMMIT.
-Result<void> write_rows(const Database &database,
-                        const Schema &schema,
-                        const Update &update) {
-  auto order_name = require_processing(database, schema, update.order_id);
-  if (!order_name) {
-    return std::unexpected(order_name.error());
-  }
-  auto certificate = update_certificate(database, schema, update, *order_name);
-  if (!certificate) {
-    return certificate;
-  }
-  if (update.outcome == Outcome::issued ||
-      update.outcome == Outcome::rejected) {
-    return update_order_status(database, schema, update, *order_name);
-  }
-  return {};
-}
-
 void rollback(const Database &database) {
   // SQLite rolls back by itself after some errors, so the transaction may
   // already be gone.
@@ -306,27 +117,91 @@ void rollback(const Database &database) {
   }
 }
 
-// Runs one attempt at record(). BEGIN IMMEDIATE takes the write lock up
-// front, so that no statement inside has to upgrade a read lock, which can
-// fail with SQLITE_BUSY without waiting for the busy timeout.
-Result<void> write_transaction(const Database &database,
-                               const Schema &schema,
-                               const Update &update) {
-  auto begun = execute(database, "BEGIN IMMEDIATE", {}, "starting a write");
+// Runs `sql`, a statement of the transaction machinery such as SAVEPOINT.
+Result<void> run_statement(const Database &database, const std::string &sql) {
+  auto done = execute(database, sql, {}, "running " + sql);
+  if (!done) {
+    return std::unexpected(done.error());
+  }
+  return {};
+}
+
+// Writes one update inside its own savepoint, so that a conflict undoes
+// this update alone. Returns the conflict as the inner result. The outer
+// error is a failure of the database itself, which ends the transaction.
+Result<Result<void>> write_in_savepoint(const Database &database,
+                                        const Schema &schema,
+                                        const Update &update) {
+  if (update.outcome == Outcome::issued && !update.certificate) {
+    return Result<void>(make_error(ErrorKind::check,
+                                   "issued update for certificate id '" +
+                                       std::to_string(update.certificate_id) +
+                                       "' carries no certificate: nothing "
+                                       "written"));
+  }
+  auto opened = run_statement(database, "SAVEPOINT update_row");
+  if (!opened) {
+    return std::unexpected(opened.error());
+  }
+  auto written = write_rows(database, schema, update);
+  if (!written && written.error().kind != ErrorKind::conflict) {
+    return std::unexpected(written.error());
+  }
+  if (!written) {
+    auto undone = run_statement(database, "ROLLBACK TO update_row");
+    if (!undone) {
+      return std::unexpected(undone.error());
+    }
+  }
+  auto released = run_statement(database, "RELEASE update_row");
+  if (!released) {
+    return std::unexpected(released.error());
+  }
+  return written;
+}
+
+// Runs one attempt at a write transaction over the first updates of
+// `updates`. BEGIN IMMEDIATE takes the write lock up front, so that no
+// statement inside has to upgrade a read lock, which can fail with
+// SQLITE_BUSY without waiting for the busy timeout. The transaction takes
+// updates until it holds limits.max_transaction_rows of them or has been
+// open for limits.max_transaction_time, then commits. Returns one result per
+// update it took.
+Result<std::vector<Result<void>>>
+write_transaction(const Database &database,
+                  const Schema &schema,
+                  std::span<const Update> updates,
+                  const StoreOptions &limits,
+                  TransactionStats &stats) {
+  auto begun = run_statement(database, "BEGIN IMMEDIATE");
   if (!begun) {
     return std::unexpected(begun.error());
   }
-  auto written = write_rows(database, schema, update);
-  if (!written) {
-    rollback(database);
-    return written;
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<Result<void>> results;
+  for (const Update &update : updates) {
+    auto written = write_in_savepoint(database, schema, update);
+    if (!written) {
+      rollback(database);
+      return std::unexpected(written.error());
+    }
+    results.push_back(std::move(*written));
+    if (results.size() >= limits.max_transaction_rows ||
+        std::chrono::steady_clock::now() - started >=
+            limits.max_transaction_time) {
+      break;
+    }
   }
   auto committed = execute(database, "COMMIT", {}, "committing the update");
   if (!committed) {
     rollback(database);
     return std::unexpected(committed.error());
   }
-  return {};
+  const auto duration = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - started);
+  ++stats.committed;
+  stats.longest = std::max(stats.longest, duration);
+  return results;
 }
 
 // Builds the error for a read-only connection, which was opened so for a dry
@@ -343,117 +218,32 @@ Error read_only_error(const std::filesystem::path &path) {
                    " was opened read-only: nothing written"};
 }
 
-} // namespace
-
-std::string_view to_string(Outcome outcome) {
-  switch (outcome) {
-  case Outcome::issued:
-    return "issued";
-  case Outcome::pending:
-    return "pending";
-  case Outcome::rejected:
-    return "rejected";
-  case Outcome::failed:
-    return "failed";
-  }
-  return "unknown";
-}
-
-Result<Store> Store::open(const std::filesystem::path &path,
-                          const StoreOptions &options) {
-  auto file = check_file(path);
-  if (!file) {
-    return std::unexpected(file.error());
-  }
-
-  // Without SQLITE_OPEN_CREATE, SQLite never creates the file, even if it
-  // disappears after the check above.
-  int flags = options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
-  sqlite3 *handle = nullptr;
-  int code = sqlite3_open_v2(path.c_str(), &handle, flags, nullptr);
-  Store store(handle, path, Schema{});
-  Database database{handle, store.m_path};
-  if (code != SQLITE_OK) {
-    return std::unexpected(sqlite_error(database, code, "opening the file"));
-  }
-  sqlite3_extended_result_codes(handle, 1);
-  sqlite3_busy_timeout(handle, static_cast<int>(options.busy_timeout.count()));
-  if (!options.read_only) {
-    auto writable = check_writable(database);
-    if (!writable) {
-      return std::unexpected(writable.error());
-    }
-  }
-
-  auto schema = detect_schema(database);
-  if (!schema) {
-    return std::unexpected(schema.error());
-  }
-  *store.m_schema = std::move(*schema);
-  spdlog::debug("database '{}': tables '{}', '{}', '{}'; status ids "
-                "processing {}, valid {}, invalid {}",
-                path.string(),
-                store.m_schema->order_table,
-                store.m_schema->certificate_table,
-                store.m_schema->status_table,
-                store.m_schema->processing_id,
-                store.m_schema->valid_id,
-                store.m_schema->invalid_id);
-  return store;
-}
-
-Store::Store(sqlite3 *db, std::filesystem::path path, Schema schema)
-    : m_db(db), m_path(std::move(path)),
-      m_schema(std::make_unique<Schema>(std::move(schema))) {}
-
-Store::Store(Store &&other) noexcept
-    : m_db(std::exchange(other.m_db, nullptr)), m_path(std::move(other.m_path)),
-      m_schema(std::move(other.m_schema)) {}
-
-Store &Store::operator=(Store &&other) noexcept {
-  if (this != &other) {
-    sqlite3_close_v2(m_db);
-    m_db = std::exchange(other.m_db, nullptr);
-    m_path = std::move(other.m_path);
-    m_schema = std::move(other.m_schema);
-  }
-  return *this;
-}
-
-Store::~Store() {
-  sqlite3_close_v2(m_db);
-}
-
-std::vector<std::string> Store::missing_columns() const {
-  std::vector<std::string> missing;
-  for (std::string_view column : k_derived_columns) {
-    if (!m_schema->has_certificate_column(column)) {
-      missing.emplace_back(column);
-    }
-  }
-  return missing;
-}
-
-Result<PendingList> Store::pending(std::optional<std::string_view> order_name) {
-  auto rows = processing_requests(order_name);
-  if (!rows) {
-    return std::unexpected(rows.error());
-  }
-  PendingList list;
-  for (auto &request : *rows) {
+// Moves the rows with a poll identifier to `requests` and the names of the
+// others, which a pass skips, to `skipped`.
+void split_skipped(std::vector<PendingRequest> &rows,
+                   std::vector<PendingRequest> &requests,
+                   std::vector<std::string> &skipped) {
+  for (auto &request : rows) {
     if (request.poll_identifier.empty()) {
-      list.skipped.push_back(std::move(request.certificate_name));
+      skipped.push_back(std::move(request.certificate_name));
     } else {
-      list.requests.push_back(std::move(request));
+      requests.push_back(std::move(request));
     }
   }
-  return list;
 }
+
+// Which rows read_processing() returns: all of them, one order's, or one
+// page of at most `limit` rows after certificate id `after_certificate_id`.
+struct ProcessingFilter {
+  std::optional<std::string_view> order_name;
+  std::int64_t after_certificate_id = 0;
+  std::optional<std::size_t> limit;
+};
 
 Result<std::vector<PendingRequest>>
-Store::processing_requests(std::optional<std::string_view> order_name) {
-  const Schema &schema = *m_schema;
-  Database database{m_db, m_path};
+read_processing(const Database &database,
+                const Schema &schema,
+                const ProcessingFilter &filter) {
   constexpr std::string_view action = "listing pending requests";
 
   // Older databases may lack orders.identifiers or certificate.created_at,
@@ -469,11 +259,19 @@ Store::processing_requests(std::optional<std::string_view> order_name) {
                     quote_identifier(schema.order_table) +
                     " AS o ON o.id = c.order_id WHERE o.status_id = ?1";
   std::vector<Value> values{schema.processing_id};
-  if (order_name) {
-    sql += " AND o.name = ?2";
-    values.emplace_back(*order_name);
+  if (filter.order_name) {
+    values.emplace_back(*filter.order_name);
+    sql += " AND o.name = ?" + std::to_string(values.size());
+  }
+  if (filter.after_certificate_id != 0) {
+    values.emplace_back(filter.after_certificate_id);
+    sql += " AND c.id > ?" + std::to_string(values.size());
   }
   sql += " ORDER BY c.id";
+  if (filter.limit) {
+    values.emplace_back(static_cast<std::int64_t>(*filter.limit));
+    sql += " LIMIT ?" + std::to_string(values.size());
+  }
 
   auto statement = prepare(database, sql, values, action);
   if (!statement) {
@@ -504,6 +302,156 @@ Store::processing_requests(std::optional<std::string_view> order_name) {
     };
     requests.push_back(std::move(request));
   }
+}
+
+} // namespace
+
+std::string_view to_string(Outcome outcome) {
+  switch (outcome) {
+  case Outcome::issued:
+    return "issued";
+  case Outcome::pending:
+    return "pending";
+  case Outcome::rejected:
+    return "rejected";
+  case Outcome::failed:
+    return "failed";
+  }
+  return "unknown";
+}
+
+Result<Store> Store::open(const std::filesystem::path &path,
+                          const StoreOptions &options) {
+  auto file = check_file(path);
+  if (!file) {
+    return std::unexpected(file.error());
+  }
+
+  // Without SQLITE_OPEN_CREATE, SQLite never creates the file, even if it
+  // disappears after the check above.
+  int flags = options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+  sqlite3 *handle = nullptr;
+  int code = sqlite3_open_v2(path.c_str(), &handle, flags, nullptr);
+  Store store(handle, path, Schema{}, options);
+  Database database{handle, store.m_path};
+  if (code != SQLITE_OK) {
+    return std::unexpected(sqlite_error(database, code, "opening the file"));
+  }
+  sqlite3_extended_result_codes(handle, 1);
+  sqlite3_busy_timeout(handle, static_cast<int>(options.busy_timeout.count()));
+  if (!options.read_only) {
+    auto writable = check_writable(database);
+    if (!writable) {
+      return std::unexpected(writable.error());
+    }
+  }
+
+  auto schema = detect_schema(database);
+  if (!schema) {
+    return std::unexpected(schema.error());
+  }
+  *store.m_schema = std::move(*schema);
+  spdlog::debug("database '{}': tables '{}', '{}', '{}'; status ids "
+                "processing {}, valid {}, invalid {}",
+                path.string(),
+                store.m_schema->order_table,
+                store.m_schema->certificate_table,
+                store.m_schema->status_table,
+                store.m_schema->processing_id,
+                store.m_schema->valid_id,
+                store.m_schema->invalid_id);
+  return store;
+}
+
+Store::Store(sqlite3 *db,
+             std::filesystem::path path,
+             Schema schema,
+             StoreOptions options)
+    : m_db(db), m_path(std::move(path)),
+      m_schema(std::make_unique<Schema>(std::move(schema))),
+      m_options(options) {}
+
+Store::Store(Store &&other) noexcept
+    : m_db(std::exchange(other.m_db, nullptr)), m_path(std::move(other.m_path)),
+      m_schema(std::move(other.m_schema)), m_options(other.m_options),
+      m_transactions(other.m_transactions) {}
+
+Store &Store::operator=(Store &&other) noexcept {
+  if (this != &other) {
+    sqlite3_close_v2(m_db);
+    m_db = std::exchange(other.m_db, nullptr);
+    m_path = std::move(other.m_path);
+    m_schema = std::move(other.m_schema);
+    m_options = other.m_options;
+    m_transactions = other.m_transactions;
+  }
+  return *this;
+}
+
+Store::~Store() {
+  sqlite3_close_v2(m_db);
+}
+
+std::vector<std::string> Store::missing_columns() const {
+  std::vector<std::string> missing;
+  for (std::string_view column : k_derived_columns) {
+    if (!m_schema->has_certificate_column(column)) {
+      missing.emplace_back(column);
+    }
+  }
+  return missing;
+}
+
+Result<PendingList> Store::pending(std::optional<std::string_view> order_name) {
+  auto rows = processing_requests(order_name);
+  if (!rows) {
+    return std::unexpected(rows.error());
+  }
+  PendingList list;
+  split_skipped(*rows, list.requests, list.skipped);
+  return list;
+}
+
+Result<std::vector<PendingRequest>>
+Store::processing_requests(std::optional<std::string_view> order_name) {
+  ProcessingFilter filter;
+  filter.order_name = order_name;
+  return read_processing(Database{m_db, m_path}, *m_schema, filter);
+}
+
+Result<PendingPage> Store::pending_page(std::int64_t after_certificate_id,
+                                        std::size_t limit) {
+  auto rows = read_processing(Database{m_db, m_path},
+                              *m_schema,
+                              {std::nullopt, after_certificate_id, limit});
+  if (!rows) {
+    return std::unexpected(rows.error());
+  }
+  PendingPage page;
+  page.last_page = rows->size() < limit;
+  page.last_certificate_id =
+      rows->empty() ? after_certificate_id : rows->back().certificate_id;
+  split_skipped(*rows, page.requests, page.skipped);
+  return page;
+}
+
+Result<std::size_t> Store::count_processing() {
+  const Schema &schema = *m_schema;
+  Database database{m_db, m_path};
+  constexpr std::string_view action = "counting pending requests";
+  std::string sql = "SELECT count(*) FROM " +
+                    quote_identifier(schema.certificate_table) + " AS c JOIN " +
+                    quote_identifier(schema.order_table) +
+                    " AS o ON o.id = c.order_id WHERE o.status_id = ?1";
+  auto statement = prepare(database, sql, {schema.processing_id}, action);
+  if (!statement) {
+    return std::unexpected(statement.error());
+  }
+  auto row = step(database, statement->get(), action);
+  if (!row) {
+    return std::unexpected(row.error());
+  }
+  return static_cast<std::size_t>(sqlite3_column_int64(statement->get(), 0));
 }
 
 Result<std::optional<std::string>>
@@ -540,20 +488,42 @@ Store::order_status(std::string_view order_name) {
 }
 
 Result<void> Store::record(const Update &update) {
-  if (sqlite3_db_readonly(m_db, "main") == 1) {
-    return std::unexpected(read_only_error(m_path));
+  BatchResult batch = record_batch(std::span(&update, 1));
+  if (batch.database_error) {
+    return std::unexpected(std::move(*batch.database_error));
   }
-  if (update.outcome == Outcome::issued && !update.certificate) {
-    return make_error(ErrorKind::check,
-                      "issued update for certificate id '" +
-                          std::to_string(update.certificate_id) +
-                          "' carries no certificate: nothing written");
-  }
+  return std::move(batch.results.front());
+}
 
+BatchResult Store::record_batch(std::span<const Update> updates) {
+  BatchResult batch;
+  if (updates.empty()) {
+    return batch;
+  }
+  if (sqlite3_db_readonly(m_db, "main") == 1) {
+    batch.database_error = read_only_error(m_path);
+    return batch;
+  }
+  while (batch.results.size() < updates.size()) {
+    auto written = write_with_retry(updates.subspan(batch.results.size()));
+    if (!written) {
+      batch.database_error = std::move(written.error());
+      break;
+    }
+    for (auto &result : *written) {
+      batch.results.push_back(std::move(result));
+    }
+  }
+  return batch;
+}
+
+Result<std::vector<Result<void>>>
+Store::write_with_retry(std::span<const Update> updates) {
   Database database{m_db, m_path};
   auto started = std::chrono::steady_clock::now();
   for (int attempt = 1;; ++attempt) {
-    auto written = write_transaction(database, *m_schema, update);
+    auto written = write_transaction(
+        database, *m_schema, updates, m_options, m_transactions);
     if (written || written.error().kind != ErrorKind::busy) {
       return written;
     }
@@ -575,7 +545,7 @@ Result<void> Store::record(const Update &update) {
                         std::to_string(k_record_attempts) + " attempts and " +
                         std::to_string(waited.count()) +
                         " ms of waiting in total, so nothing was written and "
-                        "the request will be polled again next run");
+                        "the requests will be polled again next run");
 }
 
 } // namespace cert_poll

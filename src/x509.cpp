@@ -363,6 +363,40 @@ void Certificate::Deleter::operator()(x509_st *cert) const {
   X509_free(cert);
 }
 
+Certificate::Certificate(const Certificate &other) : m_der(other.m_der) {
+  X509_up_ref(other.m_cert.get());
+  m_cert.reset(other.m_cert.get());
+}
+
+Certificate &Certificate::operator=(const Certificate &other) {
+  if (this != &other) {
+    Certificate copy(other);
+    *this = std::move(copy);
+  }
+  return *this;
+}
+
+Result<Certificate> CertificateCache::from_der(const Bytes &der) {
+  {
+    const std::lock_guard lock(m_mutex);
+    const auto found = m_entries.find(der);
+    if (found != m_entries.end()) {
+      return found->second;
+    }
+  }
+  // Parsing runs outside the lock. Two threads may parse the same DER at
+  // once, and the second result is then dropped.
+  auto cert = Certificate::from_der(der);
+  if (!cert) {
+    return cert;
+  }
+  const std::lock_guard lock(m_mutex);
+  if (m_entries.size() < max_entries) {
+    m_entries.emplace(der, *cert);
+  }
+  return cert;
+}
+
 Result<Certificate> Certificate::from_der(const Bytes &der) {
   if (der.size() > static_cast<std::size_t>(LONG_MAX)) {
     return make_error(
@@ -420,7 +454,8 @@ CertificateRequest::from_text(std::string_view text) {
   return request;
 }
 
-Result<std::vector<Certificate>> parse_pem_chain(std::string_view pem) {
+Result<std::vector<Certificate>> parse_pem_chain(std::string_view pem,
+                                                 CertificateCache *issuers) {
   auto blocks = read_pem_blocks(pem);
   if (!blocks) {
     return std::unexpected(blocks.error());
@@ -430,7 +465,9 @@ Result<std::vector<Certificate>> parse_pem_chain(std::string_view pem) {
     if (block.label != PEM_STRING_X509) {
       continue;
     }
-    auto cert = Certificate::from_der(block.der);
+    auto cert = issuers != nullptr && !chain.empty()
+                    ? issuers->from_der(block.der)
+                    : Certificate::from_der(block.der);
     if (!cert) {
       return make_error(
           ErrorKind::parse,

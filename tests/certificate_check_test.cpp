@@ -108,6 +108,36 @@ TEST_F(CertificateCheckTest, GoodChain) {
   EXPECT_TRUE(checked->warnings.empty());
 }
 
+TEST_F(CertificateCheckTest, IssuerCacheSameResult) {
+  cert_poll::x509::CertificateCache issuers;
+  auto plain =
+      check_issued_certificate(chain(), base64_der(dir(), "leaf"), csr());
+  auto first = check_issued_certificate(
+      chain(), base64_der(dir(), "leaf"), csr(), &issuers);
+  auto second = check_issued_certificate(
+      chain(), base64_der(dir(), "leaf"), csr(), &issuers);
+  ASSERT_TRUE(plain.has_value()) << plain.error().message;
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  ASSERT_TRUE(second.has_value()) << second.error().message;
+  EXPECT_EQ(second->certificate.renewal_info, plain->certificate.renewal_info);
+  EXPECT_EQ(second->certificate.aki, plain->certificate.aki);
+  EXPECT_EQ(second->certificate.serial, plain->certificate.serial);
+}
+
+TEST_F(CertificateCheckTest, IssuerCacheStillChecksSignature) {
+  cert_poll::x509::CertificateCache issuers;
+  ASSERT_TRUE(check_issued_certificate(
+                  chain(), base64_der(dir(), "leaf"), csr(), &issuers)
+                  .has_value());
+  // The leaf followed by the root, which did not sign it.
+  auto checked = check_issued_certificate(pki().leaf_pem + pki().root_pem,
+                                          base64_der(dir(), "leaf"),
+                                          csr(),
+                                          &issuers);
+  ASSERT_FALSE(checked.has_value());
+  EXPECT_EQ(checked.error().kind, ErrorKind::check);
+}
+
 TEST_F(CertificateCheckTest, DatesMatchOpenssl) {
   auto checked = check_issued_certificate(chain(), "", csr());
   ASSERT_TRUE(checked.has_value()) << checked.error().message;

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -159,6 +160,88 @@ TEST_F(CertifierDemoTest, ApproveSendsValidCredentials) {
   }
 }
 
+// Checks that `result` contains the demo CA's full chain for `csr`: leaf,
+// intermediate and root, each issued by the next.
+void expect_full_chain(const PollResult &result,
+                       const test_support::KeyAndCsr &csr) {
+  ASSERT_EQ(result.status, PollStatus::issued) << result.message;
+  const auto chain = cert_poll::x509::parse_pem_chain(result.chain_pem);
+  ASSERT_TRUE(chain.has_value()) << chain.error().message;
+  ASSERT_EQ(chain->size(), 3U);
+  EXPECT_EQ(result.cert_raw, cert_poll::x509::encode_base64((*chain)[0].der()));
+  const auto request =
+      cert_poll::x509::CertificateRequest::from_text(csr.csr_base64);
+  ASSERT_TRUE(request.has_value()) << request.error().message;
+  EXPECT_TRUE(cert_poll::x509::same_public_key((*chain)[0], *request));
+  EXPECT_EQ(X509_check_issued((*chain)[1].get(), (*chain)[0].get()), X509_V_OK);
+  EXPECT_EQ(X509_check_issued((*chain)[2].get(), (*chain)[1].get()), X509_V_OK);
+  EXPECT_EQ(X509_check_issued((*chain)[2].get(), (*chain)[2].get()), X509_V_OK);
+}
+
+TEST_F(CertifierDemoTest, SecondIssueCostsTwoRequests) {
+  const std::string first =
+      m_ca->add_request("request-1", m_key_and_csr.csr_der, Behaviour::approve);
+  const std::string second =
+      m_ca->add_request("request-2", m_key_and_csr.csr_der, Behaviour::approve);
+  const auto handler = make_handler(settings());
+
+  const PollResult first_result = handler->poll(pending_request(first));
+  expect_full_chain(first_result, m_key_and_csr);
+  // request, certificate, then two CA resources and their certificates
+  EXPECT_EQ(m_ca->received().size(), 6U);
+  EXPECT_EQ(handler->requests_sent(), 6U);
+
+  const PollResult second_result = handler->poll(pending_request(second));
+  expect_full_chain(second_result, m_key_and_csr);
+  // request and certificate, because the issuers come from the cache
+  EXPECT_EQ(m_ca->received().size(), 8U);
+  EXPECT_EQ(handler->requests_sent(), 8U);
+  EXPECT_NE(first_result.cert_raw, second_result.cert_raw);
+}
+
+TEST_F(CertifierDemoTest, NewHandlerFetchesIssuersAgain) {
+  const std::string identifier =
+      m_ca->add_request("request-1", m_key_and_csr.csr_der, Behaviour::approve);
+  expect_full_chain(make_handler(settings())->poll(pending_request(identifier)),
+                    m_key_and_csr);
+  expect_full_chain(make_handler(settings())->poll(pending_request(identifier)),
+                    m_key_and_csr);
+  EXPECT_EQ(m_ca->received().size(), 12U);
+}
+
+TEST_F(CertifierDemoTest, ConcurrentPollsFetchIssuersOnce) {
+  constexpr int requests = 16;
+  std::vector<std::string> identifiers;
+  for (int index = 0; index < requests; ++index) {
+    identifiers.push_back(m_ca->add_request("request-" + std::to_string(index),
+                                            m_key_and_csr.csr_der,
+                                            Behaviour::approve));
+  }
+  const auto handler = make_handler(settings());
+  std::vector<PollResult> results(requests);
+
+  std::vector<std::thread> threads;
+  for (int index = 0; index < requests; ++index) {
+    threads.emplace_back([&, index] {
+      results[static_cast<std::size_t>(index)] = handler->poll(
+          pending_request(identifiers[static_cast<std::size_t>(index)]));
+    });
+  }
+  for (std::thread &thread : threads) {
+    thread.join();
+  }
+
+  for (int index = 0; index < requests; ++index) {
+    SCOPED_TRACE("request-" + std::to_string(index));
+    expect_full_chain(results[static_cast<std::size_t>(index)], m_key_and_csr);
+  }
+  // Each poll fetches its request and leaf. The two CA resources and their
+  // certificates are fetched once for all polls.
+  constexpr std::size_t expected = requests * 2 + 4;
+  EXPECT_EQ(m_ca->received().size(), expected);
+  EXPECT_EQ(handler->requests_sent(), expected);
+}
+
 TEST_F(CertifierDemoTest, RelativeIdentifierIsResolved) {
   const std::string identifier =
       m_ca->add_request("request-1", m_key_and_csr.csr_der, Behaviour::approve);
@@ -295,6 +378,7 @@ public:
   std::string url(const std::string &path) const { return m_server.url(path); }
   int certificate_fetches() const { return m_certificate_fetches; }
   int root_ca_fetches() const { return m_root_ca_fetches; }
+  int flaky_ca_fetches() const { return m_flaky_ca_fetches; }
 
   CertifierSettings settings(const test_support::TempDir &folder) const {
     test_support::write_file(folder / "link.pem", m_identity.pem);
@@ -399,6 +483,29 @@ private:
                         {"issuer", "/v1/cas/alias-" + std::to_string(next)}});
                });
 
+    // The CA resource fails with HTTP 500 the first time only.
+    routes.Get("/v1/requests/flaky", [](const auto &, auto &response) {
+      reply(response,
+            {{"status", "accepted"},
+             {"certificate", "/v1/certificates/flaky-leaf"}});
+    });
+    routes.Get("/v1/certificates/flaky-leaf",
+               [this](const auto &, auto &response) {
+                 ++m_certificate_fetches;
+                 reply(response,
+                       {{"certificateBase64", base64(m_leaf.der)},
+                        {"issuer", "/v1/cas/flaky"}});
+               });
+    routes.Get("/v1/cas/flaky", [this](const auto &, auto &response) {
+      if (m_flaky_ca_fetches++ == 0) {
+        response.status = 500;
+        response.set_content("temporarily broken", "text/plain");
+        return;
+      }
+      reply(response,
+            {{"certificates", {{"active", url("/v1/certificates/root")}}}});
+    });
+
     // The certificate link points to another origin.
     routes.Get("/v1/requests/foreign", [](const auto &, auto &response) {
       reply(response,
@@ -412,6 +519,7 @@ private:
   TestServer m_server;
   std::atomic<int> m_certificate_fetches{0};
   std::atomic<int> m_root_ca_fetches{0};
+  std::atomic<int> m_flaky_ca_fetches{0};
 };
 
 TEST(CertifierChain, SelfNamedRootEndsChain) {
@@ -448,6 +556,35 @@ TEST(CertifierChain, EndlessChainIsBounded) {
   EXPECT_EQ(result.status, PollStatus::failed);
   EXPECT_TRUE(contains(result.message, "longer than 8")) << result.message;
   EXPECT_EQ(server.certificate_fetches(), CertifierHandler::max_chain_length);
+}
+
+TEST(CertifierChain, FailedIssuerFetchIsNotCached) {
+  test_support::TempDir folder;
+  LinkServer server;
+  const auto handler = make_handler(server.settings(folder));
+
+  const PollResult failed =
+      handler->poll(pending_request("/v1/requests/flaky"));
+  EXPECT_EQ(failed.status, PollStatus::failed);
+  EXPECT_TRUE(contains(failed.message, "issuer CA resource")) << failed.message;
+  EXPECT_TRUE(contains(failed.message, "HTTP 500")) << failed.message;
+
+  const PollResult issued =
+      handler->poll(pending_request("/v1/requests/flaky"));
+  ASSERT_EQ(issued.status, PollStatus::issued) << issued.message;
+  const auto chain = cert_poll::x509::parse_pem_chain(issued.chain_pem);
+  ASSERT_TRUE(chain.has_value()) << chain.error().message;
+  EXPECT_EQ(chain->size(), 2U);
+  EXPECT_EQ(server.flaky_ca_fetches(), 2);
+
+  // A third poll takes the CA resource and the root certificate from the
+  // cache, so only the request and the leaf are fetched.
+  const int certificates_before = server.certificate_fetches();
+  const PollResult again = handler->poll(pending_request("/v1/requests/flaky"));
+  ASSERT_EQ(again.status, PollStatus::issued) << again.message;
+  EXPECT_EQ(server.flaky_ca_fetches(), 2);
+  EXPECT_EQ(server.certificate_fetches(), certificates_before + 1);
+  EXPECT_EQ(server.root_ca_fetches(), 1);
 }
 
 TEST(CertifierChain, ForeignCertificateLinkFails) {

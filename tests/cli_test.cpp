@@ -534,6 +534,16 @@ TEST(CommandLine, HelpDescribesMaxRuntimeAndSignals) {
       << result.output;
 }
 
+TEST(CommandLine, InvalidJobsIsUsageError) {
+  for (const char *value : {"0", "129", "four"}) {
+    auto result = run_cert_poll("--jobs " + shell_quote(value));
+
+    EXPECT_EQ(result.exit_status, 2) << value << ": " << result.output;
+    EXPECT_NE(result.output.find("--jobs"), std::string::npos)
+        << value << ": " << result.output;
+  }
+}
+
 TEST(CommandLine, InvalidMaxRuntimeIsUsageError) {
   for (const char *value : {"-1", "1.5", "soon", "99999999999"}) {
     auto result = run_cert_poll("--max-runtime " + shell_quote(value));
@@ -574,7 +584,8 @@ class ExampleDatabaseSignal : public ExampleDatabase,
 };
 
 // Sends the signal one second after the start, while the first request is
-// in flight, because the demo CA responds to it only after 5 s.
+// in flight, because the demo CA responds to it only after 5 s. With one job
+// no other request starts meanwhile.
 TEST_P(ExampleDatabaseSignal, StopsCleanlyAndNextRunFinishes) {
   const SignalCase &signal_case = GetParam();
   fs::path db = copy_example("acme_srv.db");
@@ -585,7 +596,7 @@ TEST_P(ExampleDatabaseSignal, StopsCleanlyAndNextRunFinishes) {
   // it to the default first.
   std::string script = "DEMO_CA_PASSWORD=" + std::string(k_password) +
                        " env --default-signal=" + signal_case.name + " " +
-                       shell_quote(CERT_POLL_BINARY) + " --config " +
+                       shell_quote(CERT_POLL_BINARY) + " --jobs 1 --config " +
                        shell_quote(config.string()) +
                        " 2>&1 & pid=$!; sleep 1; kill -s " + signal_case.name +
                        " $pid; wait $pid";
@@ -646,8 +657,8 @@ TEST_F(ExampleDatabase, MaxRuntimeLeavesRestForNextRun) {
   m_ca->set_behaviour("req-crtapproved1", demo_ca::Behaviour::slow);
   std::string before = dump(db);
 
-  auto result =
-      run_cert_poll("--max-runtime 1 --config " + shell_quote(config.string()));
+  auto result = run_cert_poll("--jobs 1 --max-runtime 1 --config " +
+                              shell_quote(config.string()));
 
   EXPECT_EQ(result.exit_status, 1) << result.output;
   EXPECT_NE(result.output.find("4 of 4 requests not polled: deadline reached "

@@ -705,6 +705,70 @@ TEST(LoadConfig, DbFlagWithoutDbfile) {
   EXPECT_TRUE(config->proxies.empty());
 }
 
+TEST(LoadConfig, JobsDefault) {
+  TempDir dir;
+  const auto path = dir / "acme_srv.cfg";
+  write_file(path, k_full_config);
+  Overrides overrides;
+  overrides.config_file = path;
+
+  Result<Config> config =
+      cert_poll::load_config(overrides, k_empty_environment);
+
+  ASSERT_TRUE(config.has_value()) << config.error().message;
+  EXPECT_EQ(config->jobs, cert_poll::k_default_jobs);
+}
+
+TEST(LoadConfig, JobsFromSection) {
+  TempDir dir;
+  const auto path = dir / "acme_srv.cfg";
+  write_file(path, std::string(k_full_config) + "\n[cert_poll]\njobs = 32\n");
+  Overrides overrides;
+  overrides.config_file = path;
+
+  Result<Config> config =
+      cert_poll::load_config(overrides, k_empty_environment);
+
+  ASSERT_TRUE(config.has_value()) << config.error().message;
+  EXPECT_EQ(config->jobs, 32);
+}
+
+TEST(LoadConfig, JobsFlagWinsOverSection) {
+  TempDir dir;
+  const auto path = dir / "acme_srv.cfg";
+  write_file(path, std::string(k_full_config) + "\n[cert_poll]\njobs = 32\n");
+  Overrides overrides;
+  overrides.config_file = path;
+  overrides.jobs = 2;
+
+  Result<Config> config =
+      cert_poll::load_config(overrides, k_empty_environment);
+
+  ASSERT_TRUE(config.has_value()) << config.error().message;
+  EXPECT_EQ(config->jobs, 2);
+}
+
+TEST(LoadConfig, InvalidJobs) {
+  for (const char *value : {"0", "-3", "129", "8.5", "many", ""}) {
+    TempDir dir;
+    const auto path = dir / "acme_srv.cfg";
+    write_file(path,
+               std::string(k_full_config) + "\n[cert_poll]\njobs = " + value +
+                   "\n");
+    Overrides overrides;
+    overrides.config_file = path;
+
+    Result<Config> config =
+        cert_poll::load_config(overrides, k_empty_environment);
+
+    ASSERT_FALSE(config.has_value()) << value;
+    EXPECT_EQ(config.error().kind, cert_poll::ErrorKind::config) << value;
+    EXPECT_EQ(config.error().message,
+              path.string() + ": invalid value '" + value +
+                  "' for [cert_poll] jobs: use a whole number from 1 to 128");
+  }
+}
+
 TEST(LoadConfig, HandlerFlagKept) {
   TempDir dir;
   const auto path = dir / "acme_srv.cfg";

@@ -562,6 +562,100 @@ TEST_F(DemoCaTest, StopIsPromptWithIdleKeepAlive) {
   EXPECT_LT(elapsed, 3s);
 }
 
+TEST_F(DemoCaTest, RequestsReceivedCountsEveryRequest) {
+  EXPECT_EQ(m_ca->requests_received(), 0U);
+
+  get(m_ca->base_url() + "/v1/cas");
+  get(m_ca->base_url() + "/v1/cas", Credentials::none);
+  get(m_ca->base_url() + "/v1/requests/unknown");
+
+  EXPECT_EQ(m_ca->requests_received(), 3U);
+  EXPECT_EQ(m_ca->received().size(), 3U);
+}
+
+TEST_F(DemoCaTest, RequestsReceivedKeptByClear) {
+  get(m_ca->base_url() + "/v1/cas");
+
+  m_ca->clear_received();
+
+  EXPECT_TRUE(m_ca->received().empty());
+  EXPECT_EQ(m_ca->requests_received(), 1U);
+}
+
+TEST_F(DemoCaTest, RecordRequestsOffKeepsListEmpty) {
+  Options options = test_options();
+  options.record_requests = false;
+  start(options);
+  std::string poll = add("one", Behaviour::approve);
+
+  HttpResult result = get(poll);
+  get(m_ca->base_url() + "/v1/cas", Credentials::wrong);
+
+  EXPECT_EQ(result.status, 200);
+  EXPECT_TRUE(m_ca->received().empty());
+  EXPECT_EQ(m_ca->requests_received(), 2U);
+}
+
+// Each client opens its own connection, and the latency occupies a worker
+// thread for its whole duration, so the elapsed time shows how many
+// connections the server serves at once.
+TEST_F(DemoCaTest, OneWorkerThreadServesInTurn) {
+  Options options = test_options();
+  options.worker_threads = 1;
+  options.latency = 200ms;
+  start(options);
+  constexpr int client_count = 3;
+
+  auto began = std::chrono::steady_clock::now();
+  std::vector<std::thread> clients;
+  for (int i = 0; i < client_count; ++i) {
+    clients.emplace_back([&] { get(m_ca->base_url() + "/v1/cas"); });
+  }
+  for (std::thread &client : clients) {
+    client.join();
+  }
+  auto elapsed = std::chrono::steady_clock::now() - began;
+
+  EXPECT_GE(elapsed, client_count * 200ms);
+  EXPECT_EQ(m_ca->requests_received(), static_cast<unsigned>(client_count));
+}
+
+TEST_F(DemoCaTest, MoreWorkerThreadsServeAtOnce) {
+  // 48 clients are more than the default of 32 threads, which would need
+  // two rounds of latency, and more than httplib's listen backlog of 5,
+  // which makes the clients that do not fit retransmit after about 1 s.
+  // Either limit makes the requests take at least 2 s.
+  constexpr int client_count = 48;
+  Options options = test_options();
+  options.worker_threads = client_count;
+  options.latency = 1s;
+  start(options);
+
+  auto began = std::chrono::steady_clock::now();
+  std::vector<int> statuses(client_count);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < client_count; ++i) {
+    clients.emplace_back(
+        [&, i] { statuses[i] = get(m_ca->base_url() + "/v1/cas").status; });
+  }
+  for (std::thread &client : clients) {
+    client.join();
+  }
+  auto elapsed = std::chrono::steady_clock::now() - began;
+
+  EXPECT_LT(elapsed, 2s);
+  for (int status : statuses) {
+    EXPECT_EQ(status, 200);
+  }
+}
+
+TEST(DemoCa, ZeroWorkerThreadsRejected) {
+  Options options = test_options();
+  options.worker_threads = 0;
+
+  EXPECT_THROW(DemoCa ca(options), std::invalid_argument);
+}
+
 TEST(DemoCa, NonLoopbackHostRejected) {
   for (const char *host : {"192.0.2.1", "0.0.0.0", "::", "example.com", ""}) {
     Options options = test_options();

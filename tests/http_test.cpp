@@ -4,12 +4,16 @@
 #include "cert_poll/x509.hpp"
 
 #include <arpa/inet.h>
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <netinet/in.h>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -476,6 +480,220 @@ TEST(HttpClient, ProxyFromListIsUsed) {
   EXPECT_EQ(proxy.seen().size(), 1U);
 }
 
+// ---- concurrent gets ----
+
+// Runs `body(thread_index)` on `threads` threads at once and joins them.
+template <typename Body> void run_on_threads(int threads, const Body &body) {
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<std::size_t>(threads));
+  for (int index = 0; index < threads; ++index) {
+    workers.emplace_back([&body, index] { body(index); });
+  }
+  for (std::thread &worker : workers) {
+    worker.join();
+  }
+}
+
+TEST_F(HttpClientTest, ConcurrentGetsAllSucceed) {
+  // httplib closes a keep-alive connection after 5 requests by default,
+  // which would hide whether the client reuses its connections.
+  m_server.routes().set_keep_alive_max_count(1000);
+  m_server.start();
+  HttpClient client = make_client();
+  constexpr int threads = 8;
+  constexpr int gets_per_thread = 20;
+  std::atomic<int> failures{0};
+  std::atomic<int> wrong_bodies{0};
+
+  run_on_threads(threads, [&](int) {
+    for (int get = 0; get < gets_per_thread; ++get) {
+      const auto response = client.get(m_server.url("/ok"));
+      if (!response) {
+        ++failures;
+      } else if (response->body != R"({"status": "ok"})") {
+        ++wrong_bodies;
+      }
+    }
+  });
+
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(wrong_bodies, 0);
+  const auto seen = m_server.seen();
+  EXPECT_EQ(seen.size(), 160U);
+  EXPECT_EQ(client.requests_sent(), 160U);
+  // One client port per TCP connection: each of the at most 8 easy handles
+  // keeps its connection for the gets that take it later.
+  std::set<int> client_ports;
+  for (const auto &request : seen) {
+    client_ports.insert(request.remote_port);
+  }
+  EXPECT_LE(client_ports.size(), 8U);
+  EXPECT_LE(m_server.handshakes(), 8);
+}
+
+TEST_F(HttpClientTest, ConcurrentGetsRunInParallel) {
+  constexpr auto server_delay = std::chrono::milliseconds(100);
+  m_server.routes().Get("/slow",
+                        [this, server_delay](const httplib::Request &,
+                                             httplib::Response &response) {
+                          m_server.sleep_unless_stopping(server_delay);
+                          response.set_content("{}", "application/json");
+                        });
+  m_server.start();
+  HttpClient client = make_client();
+  constexpr int threads = 8;
+  std::atomic<int> failures{0};
+  const auto get_slow = [&](int) {
+    if (!client.get(m_server.url("/slow"))) {
+      ++failures;
+    }
+  };
+
+  // httplib 0.11 listens with a backlog of 5, so some of 8 new connections
+  // at once wait about 1 s for the client's SYN to be sent again. The first
+  // round opens the connections, and the timed round reuses them.
+  run_on_threads(threads, get_slow);
+  const auto start = std::chrono::steady_clock::now();
+  run_on_threads(threads, get_slow);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+
+  EXPECT_EQ(failures, 0);
+  // One after another would take 8 x 100 ms. The bound leaves room for a
+  // loaded machine.
+  EXPECT_LT(elapsed, 4 * server_delay)
+      << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()
+      << " ms";
+  EXPECT_EQ(client.requests_sent(), 16U);
+}
+
+TEST_F(HttpClientTest, ConcurrentSetDeadlineIsSafe) {
+  m_server.start();
+  HttpClient client = make_client();
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0};
+
+  std::thread setter([&] {
+    while (!done) {
+      client.set_deadline(std::chrono::steady_clock::now() +
+                          std::chrono::seconds(30));
+      client.set_deadline(std::nullopt);
+    }
+  });
+  run_on_threads(4, [&](int) {
+    for (int get = 0; get < 10; ++get) {
+      if (!client.get(m_server.url("/ok"))) {
+        ++failures;
+      }
+    }
+  });
+  done = true;
+  setter.join();
+
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(client.requests_sent(), 40U);
+}
+
+TEST_F(HttpClientTest, StopFlagAbortsAllThreads) {
+  m_server.routes().Get(
+      "/slow", [this](const httplib::Request &, httplib::Response &response) {
+        m_server.sleep_unless_stopping(std::chrono::seconds(5));
+        response.set_content("{}", "application/json");
+      });
+  m_server.start();
+  HttpClient client = make_client();
+  std::atomic<bool> stop{false};
+  client.set_stop_flag(&stop);
+  std::atomic<int> aborted{0};
+
+  const auto start = std::chrono::steady_clock::now();
+  std::thread stopper([&stop] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    stop = true;
+  });
+  run_on_threads(4, [&](int) {
+    const auto response = client.get(m_server.url("/slow"));
+    if (!response && response.error().kind == ErrorKind::transport &&
+        response.error().message.find("a stop was requested") !=
+            std::string::npos) {
+      ++aborted;
+    }
+  });
+  stopper.join();
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+
+  EXPECT_EQ(aborted, 4);
+  // libcurl's progress callback runs about once a second.
+  EXPECT_LT(elapsed, std::chrono::seconds(3));
+  client.set_stop_flag(nullptr);
+}
+
+// ---- requests_sent ----
+
+TEST_F(HttpClientTest, RequestsSentCountsRetries) {
+  std::atomic<int> busy_responses{0};
+  m_server.routes().Get(
+      "/busy",
+      [&busy_responses](const httplib::Request &, httplib::Response &response) {
+        if (busy_responses++ == 0) {
+          response.status = 503;
+          response.set_header("Retry-After", "0");
+          return;
+        }
+        response.set_content("{}", "application/json");
+      });
+  m_server.start();
+  HttpClient client = make_client();
+  EXPECT_EQ(client.requests_sent(), 0U);
+
+  ASSERT_TRUE(client.get(m_server.url("/ok")).has_value());
+  EXPECT_EQ(client.requests_sent(), 1U);
+
+  const auto response = client.get(m_server.url("/busy"));
+  ASSERT_TRUE(response.has_value()) << response.error().message;
+  EXPECT_EQ(m_server.seen().size(), 3U);
+  EXPECT_EQ(client.requests_sent(), 3U);
+}
+
+TEST_F(HttpClientTest, RequestsSentSkipsUnsentGets) {
+  m_server.start();
+  HttpClient client = make_client();
+
+  const auto other_origin = client.get("https://127.0.0.1:1/ok");
+  ASSERT_FALSE(other_origin.has_value());
+  EXPECT_EQ(client.requests_sent(), 0U);
+
+  client.set_deadline(std::chrono::steady_clock::now() -
+                      std::chrono::seconds(1));
+  ASSERT_FALSE(client.get(m_server.url("/ok")).has_value());
+  client.set_deadline(std::nullopt);
+  EXPECT_EQ(client.requests_sent(), 0U);
+
+  std::atomic<bool> stop{true};
+  client.set_stop_flag(&stop);
+  ASSERT_FALSE(client.get(m_server.url("/ok")).has_value());
+  client.set_stop_flag(nullptr);
+  EXPECT_EQ(client.requests_sent(), 0U);
+  EXPECT_TRUE(m_server.seen().empty());
+}
+
+TEST(HttpClient, RequestsSentSkipsRefusedConnection) {
+  const std::string url =
+      "http://127.0.0.1:" + std::to_string(closed_port()) + "/ok";
+  HttpOptions options;
+  options.timeout = std::chrono::seconds(5);
+  HttpClient client(options, Origin::from_url(url).value(), test_credentials());
+  ASSERT_FALSE(client.get(url).has_value());
+  EXPECT_EQ(client.requests_sent(), 0U);
+}
+
+TEST_F(HttpClientTest, RequestsSentSkipsTlsFailure) {
+  m_server.start();
+  HttpClient client =
+      make_client(trusting(make_self_signed("unrelated-root"), m_folder));
+  ASSERT_FALSE(client.get(m_server.url("/ok")).has_value());
+  EXPECT_EQ(client.requests_sent(), 0U);
+}
+
 TEST(HttpClient, MovedClientStillWorks) {
   TestServer server;
   server.routes().Get(
@@ -488,6 +706,8 @@ TEST(HttpClient, MovedClientStillWorks) {
   const auto response = second.get(server.url("/ok"));
   ASSERT_TRUE(response.has_value()) << response.error().message;
   EXPECT_EQ(second.allowed_origin(), server.origin());
+  EXPECT_EQ(second.requests_sent(), 1U);
+  EXPECT_EQ(first.requests_sent(), 0U);
 }
 
 } // namespace

@@ -445,22 +445,28 @@ TEST_F(PollPass, OrderChangedElsewhereIsSkipped) {
 }
 
 TEST_F(PollPass, LockedDatabaseStopsPass) {
-  add_processing("One", Behaviour::approve);
-  add_processing("Two", Behaviour::approve);
-  add_processing("Three", Behaviour::approve);
+  constexpr int k_orders = 10;
+  for (int i = 0; i < k_orders; ++i) {
+    add_processing("Locked" + std::to_string(i), Behaviour::approve);
+  }
   m_busy_timeout = std::chrono::milliseconds(200);
   // A RESERVED lock lets cert_poll read the pending list but not write.
   m_database->execute("BEGIN IMMEDIATE");
 
-  PassSummary summary = run();
+  PassOptions options;
+  options.jobs = 1;
+  options.max_write_delay = std::chrono::milliseconds(0);
+  PassSummary summary = run(options);
   m_database->execute("ROLLBACK");
 
   ASSERT_TRUE(summary.database_error.has_value());
   EXPECT_EQ(summary.database_error->kind, cert_poll::ErrorKind::busy);
-  EXPECT_EQ(summary.failed, 3);
-  EXPECT_EQ(request_resources_polled(*m_ca), 1);
-  EXPECT_EQ(row("One").order_status, "processing");
-  EXPECT_EQ(row("Three").order_status, "processing");
+  EXPECT_EQ(summary.failed, k_orders);
+  // The first result's write fails. Until then the one job has polled at
+  // most the request in flight and the one queued behind it.
+  EXPECT_LE(request_resources_polled(*m_ca), 3);
+  EXPECT_EQ(row("Locked0").order_status, "processing");
+  EXPECT_EQ(row("Locked9").order_status, "processing");
 }
 
 using Clock = std::chrono::steady_clock;
@@ -530,6 +536,7 @@ TEST_F(PollPass, DeadlineCutsSlowRequestShort) {
   std::string before = m_database->dump();
 
   PassOptions options;
+  options.jobs = 1; // 'Next' waits until 'Slow' ends
   const auto start = Clock::now();
   options.deadline = start + std::chrono::seconds(1);
   PassSummary summary = run(options);
@@ -565,6 +572,7 @@ TEST_F(PollPass, StopFlagAbortsSlowRequest) {
   });
 
   PassOptions options;
+  options.jobs = 1; // 'Next' waits until 'Slow' ends
   options.stop_requested = &stop;
   const auto start = Clock::now();
   PassSummary summary = run(options);
@@ -625,6 +633,189 @@ TEST_F(PollPass, HandlerWithStopSetSendsNothing) {
             std::string::npos)
       << result.message;
   EXPECT_TRUE(m_ca->received().empty());
+}
+
+// Parallel polling, grouped writes and paging
+
+// A demo CA that delays every response by 100 ms, in place of the
+// fixture's, so that requests in flight at once show in the wall time.
+class ParallelPass : public PollPass {
+protected:
+  void SetUp() override {
+    demo_ca::Options options = ca_options();
+    options.latency = std::chrono::milliseconds(100);
+    m_ca = std::make_unique<demo_ca::DemoCa>(options);
+    m_ca->start();
+    test_support::write_file(m_dir / "root.pem", m_ca->root_pem());
+    PollPass::SetUp();
+  }
+};
+
+TEST_F(ParallelPass, JobsPollAtOnce) {
+  constexpr int k_orders = 16;
+  for (int i = 0; i < k_orders; ++i) {
+    add_processing("Wait" + std::to_string(i), Behaviour::pending);
+  }
+
+  PassOptions options;
+  options.jobs = 8;
+  const auto start = Clock::now();
+  PassSummary summary = run(options);
+  const auto elapsed = Clock::now() - start;
+
+  EXPECT_EQ(summary.pending, k_orders);
+  EXPECT_EQ(summary.ca_requests, static_cast<std::uint64_t>(k_orders));
+  // One after another the 16 requests take 1.6 s; 8 at once take about
+  // 0.2 s plus the TLS handshakes.
+  EXPECT_LT(elapsed, std::chrono::milliseconds(1000));
+}
+
+TEST_F(PollPass, IssuerLinksFetchedOncePerPass) {
+  constexpr int k_orders = 10;
+  for (int i = 0; i < k_orders; ++i) {
+    add_processing("Chain" + std::to_string(i), Behaviour::approve);
+  }
+
+  PassOptions options;
+  options.jobs = 4;
+  PassSummary summary = run(options);
+
+  EXPECT_EQ(summary.issued, k_orders);
+  // Each order costs its request status and its certificate. The issuing
+  // CA, its certificate, the root CA and its certificate are fetched once.
+  EXPECT_EQ(summary.ca_requests, static_cast<std::uint64_t>(k_orders * 2 + 4));
+  EXPECT_EQ(m_ca->requests_received(), summary.ca_requests);
+  for (int i = 0; i < k_orders; ++i) {
+    auto stored = row("Chain" + std::to_string(i));
+    EXPECT_EQ(stored.order_status, "valid");
+    ASSERT_TRUE(stored.cert.has_value());
+    EXPECT_EQ(count_pem_blocks(*stored.cert), 3);
+  }
+}
+
+TEST_F(PollPass, SecondPassSendsOneRequestEach) {
+  constexpr int k_pending = 6;
+  for (int i = 0; i < k_pending; ++i) {
+    add_processing("Again" + std::to_string(i), Behaviour::pending);
+  }
+  add_processing("Done", Behaviour::approve);
+  add_processing("No", Behaviour::reject);
+  PassSummary first = run();
+  EXPECT_EQ(first.issued, 1);
+  EXPECT_EQ(first.rejected, 1);
+  // The stored error of the pending rows changes once.
+  EXPECT_GE(first.transactions, 1U);
+  const std::uint32_t after_first = change_counter(m_database->path());
+  const std::string dump_after_first = m_database->dump();
+
+  PassSummary second = run();
+
+  EXPECT_EQ(second.pending, k_pending);
+  EXPECT_EQ(second.ca_requests, static_cast<std::uint64_t>(k_pending));
+  EXPECT_EQ(second.transactions, 0U);
+  EXPECT_EQ(change_counter(m_database->path()), after_first);
+  EXPECT_EQ(m_database->dump(), dump_after_first);
+}
+
+TEST_F(PollPass, ResultsShareTransactions) {
+  constexpr int k_orders = 40;
+  for (int i = 0; i < k_orders; ++i) {
+    add_processing("Group" + std::to_string(i),
+                   i % 4 == 3 ? Behaviour::reject : Behaviour::approve);
+  }
+
+  PassOptions options;
+  options.jobs = 8;
+  options.max_write_delay = std::chrono::milliseconds(200);
+  PassSummary summary = run(options);
+
+  EXPECT_EQ(summary.issued, 30);
+  EXPECT_EQ(summary.rejected, 10);
+  EXPECT_GE(summary.transactions, 1U);
+  EXPECT_LT(summary.transactions, static_cast<std::uint64_t>(k_orders) / 2);
+  EXPECT_GT(summary.longest_transaction.count(), 0);
+  for (int i = 0; i < k_orders; ++i) {
+    auto stored = row("Group" + std::to_string(i));
+    if (i % 4 == 3) {
+      EXPECT_EQ(stored.order_status, "invalid") << i;
+      EXPECT_FALSE(stored.cert.has_value()) << i;
+    } else {
+      EXPECT_EQ(stored.order_status, "valid") << i;
+      EXPECT_TRUE(stored.cert.has_value()) << i;
+    }
+  }
+}
+
+TEST_F(PollPass, PagesCoverWholeList) {
+  // The first two pages of three rows hold only rows without a poll
+  // identifier, which the pass must read past.
+  constexpr int k_without_identifier = 6;
+  for (int i = 0; i < k_without_identifier; ++i) {
+    const std::string name = "NoPoll" + std::to_string(i);
+    auto key_and_csr = test_support::make_key_and_csr(name + ".example.com");
+    m_database->add_order(
+        "Ord" + name, "Crt" + name, "processing", key_and_csr.csr_base64, "");
+  }
+  constexpr int k_pending = 10;
+  for (int i = 0; i < k_pending; ++i) {
+    add_processing("Page" + std::to_string(i), Behaviour::pending);
+  }
+
+  PassOptions options;
+  options.page_size = 3;
+  PassSummary summary = run(options);
+
+  EXPECT_EQ(summary.pending, k_pending);
+  EXPECT_EQ(summary.skipped, k_without_identifier);
+  EXPECT_EQ(summary.ca_requests, static_cast<std::uint64_t>(k_pending));
+  ASSERT_EQ(summary.requests.size(), static_cast<std::size_t>(k_pending));
+}
+
+TEST_F(PollPass, ReportsInCertificateOrder) {
+  for (int i = 0; i < 12; ++i) {
+    add_processing("Sorted" + std::to_string(i),
+                   i % 3 == 0 ? Behaviour::approve : Behaviour::pending);
+  }
+
+  PassOptions options;
+  options.jobs = 6;
+  PassSummary summary = run(options);
+
+  ASSERT_EQ(summary.requests.size(), 12U);
+  for (std::size_t i = 1; i < summary.requests.size(); ++i) {
+    EXPECT_LT(summary.requests[i - 1].certificate_id,
+              summary.requests[i].certificate_id);
+  }
+}
+
+TEST_F(PollPass, NoReportsKeepsCounts) {
+  add_processing("Kept", Behaviour::approve);
+  add_processing("Waits", Behaviour::pending);
+
+  PassOptions options;
+  options.keep_reports = false;
+  PassSummary summary = run(options);
+
+  EXPECT_TRUE(summary.requests.empty());
+  EXPECT_EQ(summary.issued, 1);
+  EXPECT_EQ(summary.pending, 1);
+}
+
+TEST_F(PollPass, DeadlineKeepsFinishedResults) {
+  add_processing("Slow", Behaviour::slow);
+  add_processing("Quick", Behaviour::approve);
+  m_timeout_ms = 10000;
+
+  PassOptions options;
+  options.jobs = 2;
+  options.deadline = Clock::now() + std::chrono::seconds(1);
+  PassSummary summary = run(options);
+
+  EXPECT_EQ(summary.issued, 1);
+  EXPECT_EQ(summary.not_polled, 1);
+  EXPECT_EQ(report_for(summary, "Slow").message, k_deadline_interrupted);
+  EXPECT_EQ(row("Quick").order_status, "valid");
+  EXPECT_EQ(row("Slow").order_status, "processing");
 }
 
 } // namespace

@@ -64,6 +64,9 @@ PassSummary example_summary() {
   summary.pending = 1;
   summary.rejected = 1;
   summary.skipped = 1;
+  summary.ca_requests = 7;
+  summary.transactions = 2;
+  summary.longest_transaction = std::chrono::microseconds(12500);
   summary.requests.push_back(
       {"Ord1", "Crt1", Outcome::issued, "certificate issued"});
   summary.requests.push_back(
@@ -227,6 +230,10 @@ TEST(PassJson, DocumentShape) {
   EXPECT_EQ(document["requests"][1].at("outcome"), "pending");
   EXPECT_EQ(document.at("dry_run"), true);
   EXPECT_DOUBLE_EQ(document.at("duration_seconds").get<double>(), 1.234);
+  EXPECT_EQ(document.at("ca_requests"), 7);
+  EXPECT_EQ(document.at("database_transactions"), 2);
+  EXPECT_DOUBLE_EQ(document.at("longest_transaction_seconds").get<double>(),
+                   0.0125);
   EXPECT_TRUE(document.at("database_error").is_null());
 }
 
@@ -288,6 +295,10 @@ TEST(Metrics, FormatHasEveryMetric) {
       contains_line(text, R"(cert_poll_requests{outcome="not_polled"} 0)"));
   EXPECT_TRUE(contains_line(text, "cert_poll_pending_requests 3"));
   EXPECT_TRUE(contains_line(text, "cert_poll_pass_duration_seconds 2.500"));
+  EXPECT_TRUE(contains_line(text, "cert_poll_ca_requests 7"));
+  EXPECT_TRUE(contains_line(text, "cert_poll_database_transactions 2"));
+  EXPECT_TRUE(
+      contains_line(text, "cert_poll_longest_transaction_seconds 0.012500"));
   EXPECT_TRUE(contains_line(
       text, "cert_poll_last_success_timestamp_seconds 1700000000"));
   EXPECT_TRUE(
@@ -301,6 +312,9 @@ TEST(Metrics, HelpAndTypeForEachMetric) {
 
   for (const char *name : {"cert_poll_requests",
                            "cert_poll_pending_requests",
+                           "cert_poll_ca_requests",
+                           "cert_poll_database_transactions",
+                           "cert_poll_longest_transaction_seconds",
                            "cert_poll_pass_duration_seconds",
                            "cert_poll_last_success_timestamp_seconds",
                            "cert_poll_last_run_timestamp_seconds"}) {

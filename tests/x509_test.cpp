@@ -271,6 +271,50 @@ TEST_F(X509Test, ParsePemChainSkipsOtherBlocks) {
   EXPECT_EQ(chain->size(), 1U);
 }
 
+TEST_F(X509Test, CertificateCopySharesParse) {
+  auto cert = Certificate::from_der(der_of(dir(), "leaf"));
+  ASSERT_TRUE(cert.has_value()) << cert.error().message;
+  Certificate copy = *cert;
+  EXPECT_EQ(copy.get(), cert->get());
+  EXPECT_EQ(copy.der(), cert->der());
+}
+
+TEST_F(X509Test, CertificateCacheParsesOnce) {
+  cert_poll::x509::CertificateCache cache;
+  auto first = cache.from_der(der_of(dir(), "intermediate"));
+  auto second = cache.from_der(der_of(dir(), "intermediate"));
+  auto other = cache.from_der(der_of(dir(), "root"));
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  ASSERT_TRUE(second.has_value()) << second.error().message;
+  ASSERT_TRUE(other.has_value()) << other.error().message;
+  EXPECT_EQ(first->get(), second->get());
+  EXPECT_NE(first->get(), other->get());
+  EXPECT_EQ(other->der(), der_of(dir(), "root"));
+}
+
+TEST(CertificateCache, RejectsGarbage) {
+  cert_poll::x509::CertificateCache cache;
+  auto cert = cache.from_der(to_bytes("not a certificate"));
+  ASSERT_FALSE(cert.has_value());
+  EXPECT_EQ(cert.error().kind, ErrorKind::parse);
+}
+
+TEST_F(X509Test, ParsePemChainWithCache) {
+  cert_poll::x509::CertificateCache cache;
+  const std::string pem =
+      pki().leaf_pem + pki().intermediate_pem + pki().root_pem;
+  auto first = cert_poll::x509::parse_pem_chain(pem, &cache);
+  auto second = cert_poll::x509::parse_pem_chain(pem, &cache);
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  ASSERT_TRUE(second.has_value()) << second.error().message;
+  ASSERT_EQ(second->size(), 3U);
+  // The leaf is parsed each time, the CA certificates come from the cache.
+  EXPECT_NE((*first)[0].get(), (*second)[0].get());
+  EXPECT_EQ((*first)[1].get(), (*second)[1].get());
+  EXPECT_EQ((*first)[2].get(), (*second)[2].get());
+  EXPECT_EQ((*second)[1].der(), der_of(dir(), "intermediate"));
+}
+
 TEST(ParsePemChain, RejectsNoBlock) {
   auto chain = cert_poll::x509::parse_pem_chain("no pem here");
   ASSERT_FALSE(chain.has_value());

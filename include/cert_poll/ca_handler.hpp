@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -34,10 +35,15 @@ struct PollResult {
 };
 
 // Asks one CA about pending requests.
+//
+// A pass may call poll() on the same handler from several threads at once,
+// so an implementation must be safe for that. set_deadline() and
+// set_stop_flag() are called before a pass starts, not while polls run.
 class CaHandler {
 public:
   virtual ~CaHandler() = default;
   virtual std::string_view name() const = 0;
+  // Thread-safe: may run concurrently with other poll() calls.
   virtual PollResult poll(const PendingRequest &request) = 0;
 
   // Makes each later poll() end by `deadline` (nullopt: no limit), so that
@@ -50,6 +56,10 @@ public:
   // signal need not wait for the CA's response. nullptr removes the flag.
   // The default ignores it.
   virtual void set_stop_flag(const std::atomic<bool> * /*stop_requested*/) {}
+
+  // The number of HTTP requests sent to the CA so far by this handler.
+  // The default, for a handler that does not count them, returns 0.
+  virtual std::uint64_t requests_sent() const { return 0; }
 };
 
 // The names --handler accepts.

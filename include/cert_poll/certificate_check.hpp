@@ -3,6 +3,7 @@
 
 #include "cert_poll/error.hpp"
 #include "cert_poll/store.hpp"
+#include "cert_poll/x509.hpp"
 
 #include <string>
 #include <string_view>
@@ -23,9 +24,12 @@ struct CheckedCertificate {
 // chain's first certificate, and that the leaf's public key is the public key
 // of `csr`; then derives cert_raw (when empty), the dates, serial, aki and
 // renewal_info. Fails with ErrorKind::check and a message that says what did
-// not match.
-Result<CheckedCertificate> check_issued_certificate(std::string_view chain_pem,
-                                                    std::string_view cert_raw,
-                                                    std::string_view csr);
+// not match. With `issuers`, the chain's CA certificates are parsed once per
+// cache.
+Result<CheckedCertificate>
+check_issued_certificate(std::string_view chain_pem,
+                         std::string_view cert_raw,
+                         std::string_view csr,
+                         x509::CertificateCache *issuers = nullptr);
 
 } // namespace cert_poll

@@ -80,7 +80,15 @@ struct Overrides {
   std::optional<std::filesystem::path> config_file;
   std::optional<std::filesystem::path> db_file;
   std::optional<std::string> handler;
+  std::optional<int> jobs;
 };
+
+// The number of requests polled at once unless [cert_poll] jobs or --jobs
+// set it: enough to hide the CA's latency, few enough for a CA to tolerate.
+constexpr int k_default_jobs = 8;
+// The largest value jobs accepts, each job being one thread and at most one
+// connection to the CA.
+constexpr int k_max_jobs = 128;
 
 // The settings a poll run needs before it picks a CA handler. Handler
 // settings are read by the handler itself from `ini`.
@@ -91,6 +99,7 @@ struct Config {
   std::string handler_file;           // [CAhandler] handler_file, may be empty
   std::optional<std::string> handler; // --handler
   ProxyList proxies;                  // [DEFAULT] proxy_server_list
+  int jobs = k_default_jobs;          // --jobs, else [cert_poll] jobs
   IniFile ini;
 };
 

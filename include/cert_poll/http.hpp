@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -59,6 +60,14 @@ struct HttpResponse {
 };
 
 // A libcurl client that sends basic-auth credentials only to one origin.
+//
+// get(), set_deadline(), set_stop_flag() and requests_sent() may be called
+// from several threads at once, and concurrent gets run their transfers in
+// parallel. Each concurrent get() uses its own libcurl easy handle from a
+// pool that grows to the largest number of concurrent gets. A handle keeps
+// its keep-alive connection for the next get() that takes it, and all
+// handles share one DNS cache. Moving or destroying the client while
+// another thread is in one of its calls is undefined.
 class HttpClient {
 public:
   HttpClient(HttpOptions options,
@@ -80,17 +89,24 @@ public:
   // invalid Retry-After, names the status and the Retry-After value.
   Result<HttpResponse> get(std::string_view url);
 
+  // The number of HTTP requests that left this client so far, counting each
+  // try of a Retry-After retry. A GET that fails before its request is
+  // sent (another origin, the deadline, the stop flag, a refused
+  // connection, a failed TLS handshake) does not count.
+  std::uint64_t requests_sent() const;
+
   // Makes each later get() end by `deadline`: its connect and transfer
   // timeouts become the smaller of HttpOptions::timeout and the time left,
   // and a get() with no time left fails at once with ErrorKind::timeout.
-  // nullopt removes the limit.
+  // nullopt removes the limit. A try already running keeps its timeout.
   void
   set_deadline(std::optional<std::chrono::steady_clock::time_point> deadline);
 
   // Makes get() fail with ErrorKind::transport once `*stop_requested` is
   // true: no new transfer starts, and libcurl's progress callback aborts a
-  // running one within about a second. nullptr removes the flag. The flag
-  // must outlive every later get().
+  // running one within about a second. nullptr removes the flag. A try
+  // that is already running keeps the flag it started with, so the flag
+  // must outlive every later get() and every get() running at the change.
   void set_stop_flag(const std::atomic<bool> *stop_requested);
 
   const Origin &allowed_origin() const { return m_origin; }

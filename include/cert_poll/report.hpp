@@ -50,8 +50,9 @@ std::string format_request_table(const std::vector<PendingRequest> &requests,
 // Formats the --json document of one pass, indented, with a final newline:
 // {"requests": [{"order", "certificate", "outcome", "skipped",
 // "not_polled", "message"}], "totals": {one count per PassSummary
-// counter}, "dry_run", "duration_seconds", "database_error" (the message,
-// or null)}. Bytes that are not valid UTF-8 become U+FFFD.
+// counter}, "dry_run", "duration_seconds", "ca_requests",
+// "database_transactions", "longest_transaction_seconds", "database_error"
+// (the message, or null)}. Bytes that are not valid UTF-8 become U+FFFD.
 std::string format_pass_json(const PassSummary &summary,
                              bool dry_run,
                              std::chrono::duration<double> duration);

@@ -5,11 +5,13 @@
 #include "cert_poll/pending_request.hpp"
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,6 +70,12 @@ struct StoreOptions {
   // Open read-only (for --dry-run): record() then fails, and open() skips
   // the checks that the file and its folder are writable.
   bool read_only = false;
+  // The maximum number of updates in one write transaction, and the time
+  // after which a transaction commits and the next update starts a new one.
+  // Both keep the write lock short, because acme2certifier waits only about
+  // 5 s for it.
+  std::size_t max_transaction_rows = 50;
+  std::chrono::milliseconds max_transaction_time{20};
 };
 
 // The list of requests to poll, and the certificate names skipped because
@@ -75,6 +83,35 @@ struct StoreOptions {
 struct PendingList {
   std::vector<PendingRequest> requests;
   std::vector<std::string> skipped;
+};
+
+// One page of the pending list, read by pending_page().
+struct PendingPage {
+  std::vector<PendingRequest> requests;
+  std::vector<std::string> skipped;
+  // The certificate id of the last row read: the next page starts after it.
+  std::int64_t last_certificate_id = 0;
+  // True when no rows follow this page.
+  bool last_page = false;
+};
+
+// What record_batch() did.
+struct BatchResult {
+  // One entry per update handled, in order: success, or the error of that
+  // update alone (ErrorKind::conflict when its order changed meanwhile,
+  // ErrorKind::check for an issued update without a certificate).
+  std::vector<Result<void>> results;
+  // Set when a transaction failed on the database itself: a lock held past
+  // the busy timeout, a full disk, an I/O error or a read-only file. The
+  // updates from results.size() on were not written.
+  std::optional<Error> database_error;
+};
+
+// Counts of the write transactions a store committed.
+struct TransactionStats {
+  std::uint64_t committed = 0;
+  // The longest time from BEGIN IMMEDIATE taking the write lock to COMMIT.
+  std::chrono::microseconds longest{0};
 };
 
 // acme2certifier's database. The only code that contains SQL. It never
@@ -112,6 +149,17 @@ public:
   Result<std::vector<PendingRequest>>
   processing_requests(std::optional<std::string_view> order_name = {});
 
+  // Reads at most `limit` rows of the pending list, as pending() orders
+  // them, starting after certificate id `after_certificate_id` (0 for the
+  // first page). Memory stays bounded by the page size, however many
+  // requests are pending.
+  Result<PendingPage> pending_page(std::int64_t after_certificate_id,
+                                   std::size_t limit);
+
+  // Counts the certificates whose order is `processing`, with or without a
+  // poll identifier.
+  Result<std::size_t> count_processing();
+
   // Returns the status name of the order called `order_name`, or nullopt
   // when no such order exists.
   Result<std::optional<std::string>> order_status(std::string_view order_name);
@@ -124,12 +172,33 @@ public:
   // SQLITE_BUSY gives ErrorKind::busy.
   Result<void> record(const Update &update);
 
+  // Writes `updates` in as few transactions as StoreOptions'
+  // max_transaction_rows and max_transaction_time allow. Each update is
+  // written whole or not at all, with the checks and the busy retry of
+  // record(), and a conflict skips that update alone. A failure of the
+  // database itself stops the batch (see BatchResult::database_error).
+  BatchResult record_batch(std::span<const Update> updates);
+
+  // The write transactions committed since open() or the last reset.
+  const TransactionStats &transaction_stats() const { return m_transactions; }
+  void reset_transaction_stats() { m_transactions = {}; }
+
 private:
-  Store(sqlite3 *db, std::filesystem::path path, Schema schema);
+  Store(sqlite3 *db,
+        std::filesystem::path path,
+        Schema schema,
+        StoreOptions options);
+
+  // Runs one write transaction over the first updates of `updates`, trying
+  // again once after SQLITE_BUSY. Returns one result per update it took.
+  Result<std::vector<Result<void>>>
+  write_with_retry(std::span<const Update> updates);
 
   sqlite3 *m_db = nullptr;
   std::filesystem::path m_path;
   std::unique_ptr<Schema> m_schema;
+  StoreOptions m_options;
+  TransactionStats m_transactions;
 };
 
 } // namespace cert_poll

@@ -3,8 +3,11 @@
 
 #include "cert_poll/error.hpp"
 
+#include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,19 +31,44 @@ std::string encode_base64(const Bytes &data);
 std::string der_to_pem(const Bytes &der,
                        std::string_view label = "CERTIFICATE");
 
-// A parsed X.509 certificate.
+// A parsed X.509 certificate. A copy shares the parsed certificate, which
+// no function here modifies, so copies may be used on several threads.
 class Certificate {
 public:
   static Result<Certificate> from_der(const Bytes &der);
+
+  Certificate(const Certificate &other);
+  Certificate &operator=(const Certificate &other);
+  Certificate(Certificate &&) noexcept = default;
+  Certificate &operator=(Certificate &&) noexcept = default;
+  ~Certificate() = default;
   x509_st *get() const { return m_cert.get(); }
   const Bytes &der() const { return m_der; }
 
 private:
+  Certificate() = default;
+
   struct Deleter {
     void operator()(x509_st *cert) const;
   };
   std::unique_ptr<x509_st, Deleter> m_cert;
   Bytes m_der;
+};
+
+// Parsed certificates by DER, for the CA certificates that most chains of a
+// run share: OpenSSL 3.0 spends about a million instructions decoding one
+// certificate's public key. Thread-safe. It keeps at most max_entries
+// certificates and parses any further one each time.
+class CertificateCache {
+public:
+  static constexpr std::size_t max_entries = 64;
+
+  // Returns the cached certificate for `der`, else parses and keeps it.
+  Result<Certificate> from_der(const Bytes &der);
+
+private:
+  std::mutex m_mutex;
+  std::map<Bytes, Certificate> m_entries;
 };
 
 // A parsed PKCS#10 certificate signing request.
@@ -59,8 +87,10 @@ private:
 };
 
 // Parses every CERTIFICATE block of a PEM text in order. Fails when there is
-// none or one does not parse.
-Result<std::vector<Certificate>> parse_pem_chain(std::string_view pem);
+// none or one does not parse. With `issuers`, the blocks after the first are
+// taken from that cache.
+Result<std::vector<Certificate>>
+parse_pem_chain(std::string_view pem, CertificateCache *issuers = nullptr);
 
 // The serial number as lowercase hex, with one leading 0 when the digit count
 // is odd.

@@ -6,8 +6,12 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <exception>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -381,6 +385,72 @@ Result<std::string> fetch_active_certificate_link(HttpClient &client,
   return std::move(**active);
 }
 
+} // namespace
+
+namespace detail {
+
+// Values fetched once per key for the lifetime of the cache. Concurrent
+// lookups of a key wait for the one fetch in progress, and a failed fetch
+// is removed, so that the next lookup fetches again.
+template <typename Value> class FetchOnceCache {
+public:
+  template <typename Fetch>
+  Result<Value> get(const std::string &key, const Fetch &fetch) {
+    std::promise<Result<Value>> promise;
+    std::shared_future<Result<Value>> future;
+    bool fetch_here = false;
+    {
+      const std::lock_guard lock(m_mutex);
+      const auto found = m_entries.find(key);
+      if (found != m_entries.end()) {
+        future = found->second;
+      } else {
+        future = promise.get_future().share();
+        m_entries.emplace(key, future);
+        fetch_here = true;
+      }
+    }
+    if (!fetch_here) {
+      spdlog::debug("certifier: '{}' taken from the issuer cache",
+                    mask_url(key));
+      return future.get();
+    }
+
+    try {
+      Result<Value> result = fetch();
+      if (!result) {
+        forget(key);
+      }
+      promise.set_value(result);
+      return result;
+    } catch (...) {
+      forget(key);
+      promise.set_exception(std::current_exception());
+      throw;
+    }
+  }
+
+private:
+  void forget(const std::string &key) {
+    const std::lock_guard lock(m_mutex);
+    m_entries.erase(key);
+  }
+
+  std::mutex m_mutex; // guards m_entries
+  std::map<std::string, std::shared_future<Result<Value>>> m_entries;
+};
+
+// Keyed by resolved URL: an issuer CA resource maps to its active
+// certificate link, and an issuer certificate resource to its content.
+struct CertifierIssuerCache {
+  FetchOnceCache<std::string> active_links;
+  FetchOnceCache<CertificateResource> certificates;
+};
+
+} // namespace detail
+
+namespace {
+
 Error with_step(std::string_view step, const Error &error) {
   return Error{error.kind,
                "cannot get " + std::string(step) + ": " + error.message,
@@ -390,16 +460,24 @@ Error with_step(std::string_view step, const Error &error) {
 // Follows certificate -> issuer CA resource -> its active certificate until
 // a certificate names no issuer. A link back to a resource already in the
 // chain ends it, because a root CA resource may name itself as its issuer.
-Result<std::vector<x509::Bytes>> fetch_chain(HttpClient &client,
-                                             std::string_view api_host,
-                                             const std::string &leaf_url) {
+// The leaf is always fetched. The issuer resources come from `issuers`,
+// which fetches each URL once.
+Result<std::vector<x509::Bytes>>
+fetch_chain(HttpClient &client,
+            detail::CertifierIssuerCache &issuers,
+            std::string_view api_host,
+            const std::string &leaf_url) {
   std::vector<x509::Bytes> chain;
   std::set<std::string> visited{leaf_url};
   std::string certificate_url = leaf_url;
   while (true) {
     const std::string_view step =
         chain.empty() ? "the certificate" : "an issuer certificate";
-    auto certificate = fetch_certificate(client, certificate_url);
+    auto certificate =
+        chain.empty() ? fetch_certificate(client, certificate_url)
+                      : issuers.certificates.get(certificate_url, [&] {
+                          return fetch_certificate(client, certificate_url);
+                        });
     if (!certificate) {
       return std::unexpected(with_step(step, certificate.error()));
     }
@@ -431,7 +509,8 @@ Result<std::vector<x509::Bytes>> fetch_chain(HttpClient &client,
                             std::to_string(CertifierHandler::max_chain_length) +
                             " certificates: check the CA's issuer links");
     }
-    auto active = fetch_active_certificate_link(client, ca_url);
+    auto active = issuers.active_links.get(
+        ca_url, [&] { return fetch_active_certificate_link(client, ca_url); });
     if (!active) {
       return std::unexpected(
           with_step("an issuer CA resource", active.error()));
@@ -515,7 +594,10 @@ CertifierHandler::create(CertifierSettings settings) {
 
 CertifierHandler::CertifierHandler(CertifierSettings settings,
                                    HttpClient client)
-    : m_settings(std::move(settings)), m_client(std::move(client)) {}
+    : m_settings(std::move(settings)), m_client(std::move(client)),
+      m_issuers(std::make_unique<detail::CertifierIssuerCache>()) {}
+
+CertifierHandler::~CertifierHandler() = default;
 
 PollResult CertifierHandler::poll(const PendingRequest &request) {
   const std::string request_url =
@@ -562,7 +644,8 @@ PollResult CertifierHandler::poll(const PendingRequest &request) {
                   "' has status 'accepted' but no 'certificate' field");
   }
   const std::string certificate_url = resolve_link(m_settings.api_host, **link);
-  auto chain = fetch_chain(m_client, m_settings.api_host, certificate_url);
+  auto chain =
+      fetch_chain(m_client, *m_issuers, m_settings.api_host, certificate_url);
   if (!chain) {
     return failed(chain.error().message);
   }

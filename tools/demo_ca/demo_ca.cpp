@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <sys/socket.h>
 #include <thread>
 #include <utility>
 
@@ -127,12 +128,18 @@ void write_error(httplib::Response &response,
   write_json(response, status, Json{{"error", message}});
 }
 
-// The server serves up to this many connections at once; further
-// connections wait in the accept queue.
-constexpr std::size_t worker_threads = 32;
+// httplib 0.11 listens with a backlog of 5. When more clients than that
+// connect at once, Linux drops the handshakes that do not fit in the accept
+// queue, and the clients retransmit about 1 s later. start() raises the
+// backlog to this value, and the kernel caps it at net.core.somaxconn.
+constexpr int listen_backlog = 1024;
 // httplib 0.11 ends a connection after stop() only between requests, so an
 // idle keep-alive connection can delay stop() by up to this long.
 constexpr time_t keep_alive_timeout_seconds = 1;
+// httplib ends a connection after 5 requests by default, which would make a
+// client repeat the TLS handshake every fifth request. Production web
+// servers keep a connection for many more.
+constexpr std::size_t keep_alive_max_requests = 100;
 
 constexpr std::string_view root_ca_id = "demo-root";
 constexpr std::string_view issuing_ca_id = "demo-issuing";
@@ -195,6 +202,9 @@ struct DemoCa::Impl {
   httplib::SSLServer server;
   std::thread thread;
   std::atomic<bool> listen_returned{false};
+  std::atomic<std::uint64_t> request_count{0};
+  // The socket that httplib last created for listening, -1 before bind.
+  socket_t listening_socket = -1;
   bool started = false;
   int bound_port = 0;
 
@@ -236,10 +246,17 @@ DemoCa::Impl::Impl(Options demo_options)
     throw std::runtime_error("failed to set up TLS for the demo CA: httplib "
                              "rejected the server certificate or key");
   }
-  server.new_task_queue = [] {
-    return new httplib::ThreadPool(worker_threads);
+  server.new_task_queue = [threads = options.worker_threads] {
+    return new httplib::ThreadPool(threads);
   };
+  // httplib calls this for the listening socket only, so it is the way to
+  // learn that socket's descriptor.
+  server.set_socket_options([this](socket_t socket) {
+    httplib::default_socket_options(socket);
+    listening_socket = socket;
+  });
   server.set_keep_alive_timeout(keep_alive_timeout_seconds);
+  server.set_keep_alive_max_count(keep_alive_max_requests);
   // httplib writes the headers and the body separately; without TCP_NODELAY
   // the client's delayed ACK delays the body by about 40 ms per response.
   server.set_tcp_nodelay(true);
@@ -344,27 +361,27 @@ httplib::Server::HandlerResponse
 DemoCa::Impl::before_routing(const httplib::Request &request,
                              httplib::Response &response) {
   using httplib::Server;
-  ReceivedRequest record;
-  record.method = request.method;
-  record.path = request.path;
-  record.had_authorization = request.has_header("Authorization");
-  record.credentials_valid = has_valid_credentials(request);
-  {
+  request_count.fetch_add(1, std::memory_order_relaxed);
+  bool had_authorization = request.has_header("Authorization");
+  bool credentials_valid = has_valid_credentials(request);
+  if (options.record_requests) {
+    ReceivedRequest record{
+        request.method, request.path, had_authorization, credentials_valid};
     std::lock_guard lock(mutex);
     // NOTE: the list grows until clear_received(), which the demo_ca binary
     // never calls, by about 100 bytes per request.
-    received.push_back(record);
+    received.push_back(std::move(record));
   }
 
   if (!wait_unless_stopping(options.latency)) {
     write_error(response, 503, "the demo CA is stopping; retry later");
     return Server::HandlerResponse::Handled;
   }
-  if (!record.credentials_valid) {
+  if (!credentials_valid) {
     response.set_header("WWW-Authenticate", R"(Basic realm="demo_ca")");
     write_error(response,
                 401,
-                record.had_authorization
+                had_authorization
                     ? "invalid credentials; send the demo CA's user and "
                       "password with basic auth"
                     : "missing credentials; send the demo CA's user and "
@@ -581,6 +598,11 @@ DemoCa::DemoCa(Options options) {
     throw std::invalid_argument("invalid demo CA user '" + options.user +
                                 "': basic auth does not allow ':' in it");
   }
+  if (options.worker_threads == 0) {
+    throw std::invalid_argument(
+        "invalid demo CA worker_threads 0; set Options::worker_threads to 1 "
+        "or more");
+  }
   m_impl = std::make_unique<Impl>(std::move(options));
 }
 
@@ -605,6 +627,14 @@ void DemoCa::start() {
     throw std::runtime_error("failed to bind the demo CA to '" + host + ":" +
                              std::to_string(impl.options.port) +
                              "'; choose a free port or port 0");
+  }
+  // Linux updates the backlog when listen() runs again on a listening
+  // socket.
+  if (impl.listening_socket < 0 ||
+      ::listen(impl.listening_socket, listen_backlog) != 0) {
+    spdlog::warn("failed to raise the demo CA's listen backlog to {}; more "
+                 "than 5 clients connecting at once may wait about 1 s",
+                 listen_backlog);
   }
   impl.bound_port = port;
   impl.started = true;
@@ -687,6 +717,10 @@ std::vector<ReceivedRequest> DemoCa::received() const {
 void DemoCa::clear_received() {
   std::lock_guard lock(m_impl->mutex);
   m_impl->received.clear();
+}
+
+std::uint64_t DemoCa::requests_received() const {
+  return m_impl->request_count.load(std::memory_order_relaxed);
 }
 
 } // namespace demo_ca

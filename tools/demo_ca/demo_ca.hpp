@@ -7,6 +7,7 @@
 // CSRs it is given.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -43,6 +44,12 @@ struct Options {
   std::string password;                 // basic-auth password the CA accepts
   std::chrono::milliseconds latency{0}; // added to every response
   std::chrono::milliseconds slow_delay{5000}; // for Behaviour::slow
+  // When false, received() stays empty, so that a long benchmark run does
+  // not grow the CA's memory by about 100 bytes per request.
+  bool record_requests = true;
+  // Connections served at once; further connections wait in the accept
+  // queue. An idle keep-alive connection holds its thread for up to 1 s.
+  std::size_t worker_threads = 32;
 };
 
 // One HTTP request as the server received it, for tests that assert what
@@ -58,7 +65,8 @@ class DemoCa {
 public:
   // Creates the PKI (root, intermediate, TLS server certificate for
   // 127.0.0.1, ::1 and localhost). Throws std::invalid_argument for a
-  // non-loopback host, an empty password or a user name containing ':'.
+  // non-loopback host, an empty password, a user name containing ':' or
+  // zero worker_threads.
   explicit DemoCa(Options options);
   ~DemoCa();
   DemoCa(const DemoCa &) = delete;
@@ -87,8 +95,14 @@ public:
                           Behaviour behaviour);
   void set_behaviour(const std::string &id, Behaviour behaviour);
 
+  // The requests received since start, in arrival order; empty when
+  // Options::record_requests is false.
   std::vector<ReceivedRequest> received() const;
   void clear_received();
+
+  // HTTP requests received since the CA was created, counted also when
+  // Options::record_requests is false. clear_received() does not reset it.
+  std::uint64_t requests_received() const;
 
 private:
   struct Impl;

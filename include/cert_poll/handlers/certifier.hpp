@@ -6,10 +6,16 @@
 #include "cert_poll/http.hpp"
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 
 namespace cert_poll {
+
+namespace detail {
+// The issuer resources that a CertifierHandler fetched, in certifier.cpp.
+struct CertifierIssuerCache;
+} // namespace detail
 
 // The [CAhandler] keys of the Insta Certifier handler.
 struct CertifierSettings {
@@ -30,6 +36,12 @@ read_certifier_settings(const IniFile &ini,
 
 // Polls Insta Certifier's REST API: the request resource, then the issued
 // certificate, then its issuers until a CA certificate names no issuer.
+//
+// poll() is thread-safe. What an issuer CA link resolves to (its active
+// certificate link, and that certificate's DER and issuer link) is fetched
+// once for the handler's lifetime and reused by later polls, so an issued
+// certificate whose issuers were seen before costs two requests: the request
+// status and the leaf certificate. A failed fetch is not kept.
 class CertifierHandler final : public CaHandler {
 public:
   // The maximum number of certificates followed, so that an issuer loop ends.
@@ -37,6 +49,9 @@ public:
 
   static Result<std::unique_ptr<CertifierHandler>>
   create(CertifierSettings settings);
+  ~CertifierHandler() override;
+  CertifierHandler(const CertifierHandler &) = delete;
+  CertifierHandler &operator=(const CertifierHandler &) = delete;
 
   std::string_view name() const override { return "certifier"; }
   PollResult poll(const PendingRequest &request) override;
@@ -47,12 +62,16 @@ public:
   void set_stop_flag(const std::atomic<bool> *stop_requested) override {
     m_client.set_stop_flag(stop_requested);
   }
+  std::uint64_t requests_sent() const override {
+    return m_client.requests_sent();
+  }
 
 private:
   CertifierHandler(CertifierSettings settings, HttpClient client);
 
   CertifierSettings m_settings;
   HttpClient m_client;
+  std::unique_ptr<detail::CertifierIssuerCache> m_issuers;
 };
 
 } // namespace cert_poll
