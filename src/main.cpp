@@ -17,6 +17,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <string>
 #include <unistd.h>
@@ -117,17 +118,21 @@ void add_report_options(CLI::App &app, Arguments &arguments) {
                "also log to syslog (ident cert_poll, facility daemon)");
 }
 
-// Accepts a whole number of seconds, 0 or more, that fits an int.
-CLI::Validator whole_seconds_validator() {
-  auto check = [](std::string &text) -> std::string {
-    int seconds = 0;
+// Accepts a decimal whole number from `minimum` to `maximum`; otherwise the
+// message names the value and gives `advice`. CLI11's own conversion would
+// also take hexadecimal and surrounding spaces, and its range check calls
+// any text that is not a number out of range.
+CLI::Validator
+whole_number_validator(int minimum, int maximum, std::string advice) {
+  auto check = [=](std::string &text) -> std::string {
+    int number = 0;
     const char *end = text.data() + text.size();
-    const auto [stop, code] = std::from_chars(text.data(), end, seconds);
-    if (code == std::errc() && stop == end && seconds >= 0) {
+    const auto [stop, code] = std::from_chars(text.data(), end, number);
+    if (code == std::errc() && stop == end && number >= minimum &&
+        number <= maximum) {
       return {};
     }
-    return "invalid value '" + text +
-           "': use a whole number of seconds, or 0 for no limit";
+    return "invalid value '" + text + "': " + advice;
   };
   return CLI::Validator(check, "");
 }
@@ -163,7 +168,10 @@ void add_options(CLI::App &app, Arguments &arguments) {
                  "connection to the CA, instead of [cert_poll] jobs "
                  "(default: " +
                      std::to_string(k_default_jobs) + ")")
-      ->check(CLI::Range(1, k_max_jobs))
+      ->check(whole_number_validator(1,
+                                     k_max_jobs,
+                                     "use a whole number from 1 to " +
+                                         std::to_string(k_max_jobs)))
       ->type_name("N");
   app.add_option("--max-runtime",
                  arguments.max_runtime_seconds,
@@ -171,7 +179,10 @@ void add_options(CLI::App &app, Arguments &arguments) {
                  "starts later, the HTTP call in progress is cut short, and "
                  "the requests left are polled next run (exit status 1). 0, "
                  "the default, sets no limit")
-      ->check(whole_seconds_validator())
+      ->check(whole_number_validator(
+          0,
+          std::numeric_limits<int>::max(),
+          "use a whole number of seconds, or 0 for no limit"))
       ->type_name("SECONDS");
 
   auto *verbose = app.add_flag("-v,--verbose",

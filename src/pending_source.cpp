@@ -47,8 +47,10 @@ Result<void> PendingSource::fill() {
     }
     requests = std::move(page->requests);
     skipped = std::move(page->skipped);
-    m_after = page->last_certificate_id;
-    m_last_page = page->last_page;
+    m_last_page = page->last_page || !page->last_certificate_id;
+    if (page->last_certificate_id) {
+      m_after = page->last_certificate_id;
+    }
   }
   m_summary.skipped += static_cast<int>(skipped.size());
   for (const auto &name : skipped) {

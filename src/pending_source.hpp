@@ -35,7 +35,8 @@ private:
   const PassOptions &m_options;
   PassSummary &m_summary;
   std::deque<PendingRequest> m_buffer;
-  std::int64_t m_after = 0; // the certificate id the next page starts after
+  // The certificate id the next page starts after, nullopt for the first.
+  std::optional<std::int64_t> m_after;
   bool m_last_page = false;
 };
 

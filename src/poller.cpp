@@ -352,10 +352,8 @@ private:
       return;
     }
     if (m_summary.database_error) {
-      add_report(polled.request,
-                 failed_report(polled.request,
-                               "not stored: the database failed an earlier "
-                               "write"));
+      add_unstored(polled.request,
+                   "not stored: the database failed an earlier write");
       return;
     }
     const Update &update = polled.update;
@@ -388,13 +386,15 @@ private:
       updates.push_back(std::move(polled.update));
     }
     BatchResult batch = m_store.record_batch(updates);
+    if (batch.database_error) {
+      spdlog::error("{} (results not stored: {})",
+                    batch.database_error->message,
+                    m_writes.size() - batch.results.size());
+    }
     for (std::size_t i = 0; i < m_writes.size(); ++i) {
       const PendingRequest &request = m_writes[i].request;
       if (i >= batch.results.size()) {
-        add_report(
-            request,
-            failed_report(request,
-                          "not stored: " + batch.database_error->message));
+        add_unstored(request, "not stored: " + batch.database_error->message);
         continue;
       }
       const Result<void> &written = batch.results[i];
@@ -439,19 +439,34 @@ private:
     keep(std::move(report));
   }
 
-  void add_not_polled(const PendingRequest &request, std::string message) {
-    RequestReport report = failed_report(request, std::move(message));
-    report.not_polled = true;
+  static void log_debug(const PendingRequest &request,
+                        const std::string &message) {
     spdlog::debug("order {}, certificate {}: {}",
                   in_quotes(request.order_name),
                   in_quotes(request.certificate_name),
-                  report.message);
+                  message);
+  }
+
+  void add_not_polled(const PendingRequest &request, std::string message) {
+    RequestReport report = failed_report(request, std::move(message));
+    report.not_polled = true;
+    log_debug(request, report.message);
     ++m_summary.not_polled;
     keep(std::move(report));
   }
 
   void add_report(const PendingRequest &request, RequestReport report) {
     log_outcome(request, report, m_options.dry_run);
+    count(m_summary, report);
+    keep(std::move(report));
+  }
+
+  // Counts a result that the database failed to store. It is logged at
+  // debug level only, because the database error itself is logged once for
+  // all of them.
+  void add_unstored(const PendingRequest &request, std::string message) {
+    RequestReport report = failed_report(request, std::move(message));
+    log_debug(request, report.message);
     count(m_summary, report);
     keep(std::move(report));
   }

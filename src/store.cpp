@@ -236,7 +236,7 @@ void split_skipped(std::vector<PendingRequest> &rows,
 // page of at most `limit` rows after certificate id `after_certificate_id`.
 struct ProcessingFilter {
   std::optional<std::string_view> order_name;
-  std::int64_t after_certificate_id = 0;
+  std::optional<std::int64_t> after_certificate_id;
   std::optional<std::size_t> limit;
 };
 
@@ -263,8 +263,8 @@ read_processing(const Database &database,
     values.emplace_back(*filter.order_name);
     sql += " AND o.name = ?" + std::to_string(values.size());
   }
-  if (filter.after_certificate_id != 0) {
-    values.emplace_back(filter.after_certificate_id);
+  if (filter.after_certificate_id) {
+    values.emplace_back(*filter.after_certificate_id);
     sql += " AND c.id > ?" + std::to_string(values.size());
   }
   sql += " ORDER BY c.id";
@@ -419,8 +419,9 @@ Store::processing_requests(std::optional<std::string_view> order_name) {
   return read_processing(Database{m_db, m_path}, *m_schema, filter);
 }
 
-Result<PendingPage> Store::pending_page(std::int64_t after_certificate_id,
-                                        std::size_t limit) {
+Result<PendingPage>
+Store::pending_page(std::optional<std::int64_t> after_certificate_id,
+                    std::size_t limit) {
   auto rows = read_processing(Database{m_db, m_path},
                               *m_schema,
                               {std::nullopt, after_certificate_id, limit});
@@ -429,8 +430,9 @@ Result<PendingPage> Store::pending_page(std::int64_t after_certificate_id,
   }
   PendingPage page;
   page.last_page = rows->size() < limit;
-  page.last_certificate_id =
-      rows->empty() ? after_certificate_id : rows->back().certificate_id;
+  if (!rows->empty()) {
+    page.last_certificate_id = rows->back().certificate_id;
+  }
   split_skipped(*rows, page.requests, page.skipped);
   return page;
 }

@@ -535,11 +535,14 @@ TEST(CommandLine, HelpDescribesMaxRuntimeAndSignals) {
 }
 
 TEST(CommandLine, InvalidJobsIsUsageError) {
-  for (const char *value : {"0", "129", "four"}) {
+  for (const char *value : {"0", "129", "four", "0x10", " 4", "3.5"}) {
     auto result = run_cert_poll("--jobs " + shell_quote(value));
 
     EXPECT_EQ(result.exit_status, 2) << value << ": " << result.output;
-    EXPECT_NE(result.output.find("--jobs"), std::string::npos)
+    EXPECT_NE(result.output.find("--jobs: invalid value '" +
+                                 std::string(value) +
+                                 "': use a whole number from 1 to 128"),
+              std::string::npos)
         << value << ": " << result.output;
   }
 }

@@ -771,6 +771,24 @@ TEST_F(PollPass, PagesCoverWholeList) {
   ASSERT_EQ(summary.requests.size(), static_cast<std::size_t>(k_pending));
 }
 
+TEST_F(PollPass, PagesEndingOnIdZero) {
+  constexpr int k_pending = 5;
+  for (int i = 0; i < k_pending; ++i) {
+    add_processing("Zero" + std::to_string(i), Behaviour::pending);
+  }
+  // Ids -1 to 3, so the first page of two ends on certificate id 0.
+  m_database->execute("UPDATE certificate SET id = id - 2");
+
+  PassOptions options;
+  options.page_size = 2;
+  options.deadline = Clock::now() + std::chrono::seconds(20);
+  PassSummary summary = run(options);
+
+  EXPECT_EQ(summary.pending, k_pending);
+  EXPECT_EQ(summary.not_polled, 0);
+  EXPECT_EQ(summary.ca_requests, static_cast<std::uint64_t>(k_pending));
+}
+
 TEST_F(PollPass, ReportsInCertificateOrder) {
   for (int i = 0; i < 12; ++i) {
     add_processing("Sorted" + std::to_string(i),

@@ -950,7 +950,7 @@ TEST_F(StoreTest, PendingPageSplitsList) {
 
   // Processing certificates are 1, 2, 4 and 5; 4 and 5 have no poll
   // identifier, and 3 belongs to a valid order.
-  auto first = store->pending_page(0, 2);
+  auto first = store->pending_page(std::nullopt, 2);
   ASSERT_TRUE(first) << first.error().message;
   ASSERT_EQ(first->requests.size(), 2U);
   EXPECT_EQ(first->requests[0].certificate_id, 1);
@@ -970,8 +970,34 @@ TEST_F(StoreTest, PendingPageSplitsList) {
   ASSERT_TRUE(third) << third.error().message;
   EXPECT_TRUE(third->requests.empty());
   EXPECT_TRUE(third->skipped.empty());
-  EXPECT_EQ(third->last_certificate_id, 5);
+  EXPECT_EQ(third->last_certificate_id, std::nullopt);
   EXPECT_TRUE(third->last_page);
+}
+
+// SQLite accepts ids of 0 and below even with AUTOINCREMENT, for example in
+// an imported database, and a page that ends on id 0 must not start the
+// list again.
+TEST_F(StoreTest, PendingPageZeroAndNegativeIds) {
+  create();
+  Connection(m_path).execute("UPDATE certificate SET id = id - 2");
+  auto store = open();
+  ASSERT_TRUE(store) << store.error().message;
+
+  // Processing certificates are now -1, 0, 2 and 3; 2 and 3 have no poll
+  // identifier.
+  auto first = store->pending_page(std::nullopt, 2);
+  ASSERT_TRUE(first) << first.error().message;
+  ASSERT_EQ(first->requests.size(), 2U);
+  EXPECT_EQ(first->requests[0].certificate_id, -1);
+  EXPECT_EQ(first->requests[1].certificate_id, 0);
+  EXPECT_EQ(first->last_certificate_id, 0);
+  EXPECT_FALSE(first->last_page);
+
+  auto second = store->pending_page(first->last_certificate_id, 2);
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_TRUE(second->requests.empty());
+  EXPECT_EQ(second->skipped, (std::vector<std::string>{"cert4", "cert5"}));
+  EXPECT_EQ(second->last_certificate_id, 3);
 }
 
 TEST_F(StoreTest, PendingPageMatchesPending) {
@@ -980,7 +1006,7 @@ TEST_F(StoreTest, PendingPageMatchesPending) {
   ASSERT_TRUE(store) << store.error().message;
   auto whole = store->pending();
   ASSERT_TRUE(whole) << whole.error().message;
-  auto page = store->pending_page(0, 100);
+  auto page = store->pending_page(std::nullopt, 100);
   ASSERT_TRUE(page) << page.error().message;
 
   EXPECT_TRUE(page->last_page);

@@ -89,13 +89,14 @@ struct PendingList {
 struct PendingPage {
   std::vector<PendingRequest> requests;
   std::vector<std::string> skipped;
-  // The certificate id of the last row read: the next page starts after it.
-  std::int64_t last_certificate_id = 0;
+  // The certificate id of the last row read, where the next page starts;
+  // nullopt when the page is empty.
+  std::optional<std::int64_t> last_certificate_id;
   // True when no rows follow this page.
   bool last_page = false;
 };
 
-// What record_batch() did.
+// The outcome of record_batch().
 struct BatchResult {
   // One entry per update handled, in order: success, or the error of that
   // update alone (ErrorKind::conflict when its order changed meanwhile,
@@ -110,7 +111,7 @@ struct BatchResult {
 // Counts of the write transactions a store committed.
 struct TransactionStats {
   std::uint64_t committed = 0;
-  // The longest time from BEGIN IMMEDIATE taking the write lock to COMMIT.
+  // The maximum time from BEGIN IMMEDIATE taking the write lock to COMMIT.
   std::chrono::microseconds longest{0};
 };
 
@@ -150,11 +151,13 @@ public:
   processing_requests(std::optional<std::string_view> order_name = {});
 
   // Reads at most `limit` rows of the pending list, as pending() orders
-  // them, starting after certificate id `after_certificate_id` (0 for the
-  // first page). Memory stays bounded by the page size, however many
-  // requests are pending.
-  Result<PendingPage> pending_page(std::int64_t after_certificate_id,
-                                   std::size_t limit);
+  // them, starting after certificate id `after_certificate_id`, or at the
+  // first row for nullopt. SQLite allows ids of 0 and below, so no id value
+  // stands for the start. Memory stays bounded by the page size, however
+  // many requests are pending.
+  Result<PendingPage>
+  pending_page(std::optional<std::int64_t> after_certificate_id,
+               std::size_t limit);
 
   // Counts the certificates whose order is `processing`, with or without a
   // poll identifier.
