@@ -310,6 +310,18 @@ std::optional<bool> parse_bool(std::string_view text) {
   return std::nullopt;
 }
 
+std::optional<int>
+parse_whole_number(std::string_view text, int minimum, int maximum) {
+  int number = 0;
+  const char *end = text.data() + text.size();
+  const auto [stop, code] = std::from_chars(text.data(), end, number);
+  if (code != std::errc() || stop != end || number < minimum ||
+      number > maximum) {
+    return std::nullopt;
+  }
+  return number;
+}
+
 Result<ProxyList> ProxyList::parse(std::string_view json_text) {
   const std::string prefix = "[DEFAULT] proxy_server_list";
   ProxyList list;
@@ -433,7 +445,7 @@ Result<bool> read_debug(const IniFile &ini, const std::string &source) {
   return *flag;
 }
 
-// Reads [cert_poll] jobs unless --jobs set it, which CLI11 has checked.
+// Reads [cert_poll] jobs unless --jobs set it, which main() has checked.
 Result<int> read_jobs(const IniFile &ini,
                       const Overrides &overrides,
                       const std::string &source) {
@@ -444,17 +456,15 @@ Result<int> read_jobs(const IniFile &ini,
   if (!text) {
     return k_default_jobs;
   }
-  int jobs = 0;
-  const char *end = text->data() + text->size();
-  const auto [stop, code] = std::from_chars(text->data(), end, jobs);
-  if (code != std::errc() || stop != end || jobs < 1 || jobs > k_max_jobs) {
+  std::optional<int> jobs = parse_whole_number(*text, 1, k_max_jobs);
+  if (!jobs) {
     return make_error(ErrorKind::config,
                       source + ": invalid value " + quote(*text) +
                           " for [cert_poll] jobs: use a whole number from 1 "
                           "to " +
                           std::to_string(k_max_jobs));
   }
-  return jobs;
+  return *jobs;
 }
 
 Result<std::filesystem::path> read_db_file(const IniFile &ini,

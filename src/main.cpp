@@ -12,7 +12,6 @@
 #include "cert_poll/store.hpp"
 #include "cert_poll/version.hpp"
 
-#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -125,11 +124,7 @@ void add_report_options(CLI::App &app, Arguments &arguments) {
 CLI::Validator
 whole_number_validator(int minimum, int maximum, std::string advice) {
   auto check = [=](std::string &text) -> std::string {
-    int number = 0;
-    const char *end = text.data() + text.size();
-    const auto [stop, code] = std::from_chars(text.data(), end, number);
-    if (code == std::errc() && stop == end && number >= minimum &&
-        number <= maximum) {
+    if (parse_whole_number(text, minimum, maximum)) {
       return {};
     }
     return "invalid value '" + text + "': " + advice;

@@ -47,10 +47,9 @@ Result<void> PendingSource::fill() {
     }
     requests = std::move(page->requests);
     skipped = std::move(page->skipped);
-    m_last_page = page->last_page || !page->last_certificate_id;
-    if (page->last_certificate_id) {
-      m_after = page->last_certificate_id;
-    }
+    // A page that is not the last is full, so it has a last row.
+    m_after = page->last_certificate_id;
+    m_last_page = page->last_page;
   }
   m_summary.skipped += static_cast<int>(skipped.size());
   for (const auto &name : skipped) {

@@ -26,6 +26,7 @@ using detail::execute;
 using detail::prepare;
 using detail::quote_identifier;
 using detail::quote_path;
+using detail::read_order_state;
 using detail::sqlite_error;
 using detail::step;
 using detail::Value;
@@ -164,7 +165,7 @@ Result<Result<void>> write_in_savepoint(const Database &database,
 // `updates`. BEGIN IMMEDIATE takes the write lock up front, so that no
 // statement inside has to upgrade a read lock, which can fail with
 // SQLITE_BUSY without waiting for the busy timeout. The transaction takes
-// updates until it holds limits.max_transaction_rows of them or has been
+// updates until it contains limits.max_transaction_rows of them or has been
 // open for limits.max_transaction_time, then commits. Returns one result per
 // update it took.
 Result<std::vector<Result<void>>>
@@ -232,8 +233,8 @@ void split_skipped(std::vector<PendingRequest> &rows,
   }
 }
 
-// Which rows read_processing() returns: all of them, one order's, or one
-// page of at most `limit` rows after certificate id `after_certificate_id`.
+// The rows read_processing() returns: all of them, one order's, or one page
+// of at most `limit` rows after certificate id `after_certificate_id`.
 struct ProcessingFilter {
   std::optional<std::string_view> order_name;
   std::optional<std::int64_t> after_certificate_id;
@@ -458,35 +459,27 @@ Result<std::size_t> Store::count_processing() {
 
 Result<std::optional<std::string>>
 Store::order_status(std::string_view order_name) {
-  const Schema &schema = *m_schema;
   Database database{m_db, m_path};
-  std::string action =
-      "reading the status of order '" + std::string(order_name) + "'";
-  std::string sql = "SELECT o.status_id, s.name FROM " +
-                    quote_identifier(schema.order_table) + " AS o LEFT JOIN " +
-                    quote_identifier(schema.status_table) +
-                    " AS s ON s.id = o.status_id WHERE o.name = ?1 LIMIT 1";
-
-  auto statement = prepare(database, sql, {order_name}, action);
-  if (!statement) {
-    return std::unexpected(statement.error());
+  auto state = read_order_state(database,
+                                *m_schema,
+                                order_name,
+                                "reading the status of order '" +
+                                    std::string(order_name) + "'");
+  if (!state) {
+    return std::unexpected(state.error());
   }
-  auto row = step(database, statement->get(), action);
-  if (!row) {
-    return std::unexpected(row.error());
-  }
-  if (!*row) {
+  if (!*state) {
     return std::optional<std::string>{};
   }
-  if (sqlite3_column_type(statement->get(), 1) == SQLITE_NULL) {
-    return make_error(
-        ErrorKind::database,
-        "database " + quote_path(m_path) + ": order '" +
-            std::string(order_name) + "' has status id '" +
-            std::to_string(sqlite3_column_int64(statement->get(), 0)) +
-            "', which table '" + schema.status_table + "' does not contain");
+  if (!(*state)->status_name) {
+    return make_error(ErrorKind::database,
+                      "database " + quote_path(m_path) + ": order '" +
+                          std::string(order_name) + "' has status id '" +
+                          std::to_string((*state)->status_id) +
+                          "', which table '" + m_schema->status_table +
+                          "' does not contain");
   }
-  return std::optional<std::string>{column_text(statement->get(), 1)};
+  return std::optional<std::string>{std::move(*(*state)->status_name)};
 }
 
 Result<void> Store::record(const Update &update) {

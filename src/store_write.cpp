@@ -66,44 +66,14 @@ std::vector<Assignment> certificate_assignments(const Schema &schema,
   };
 }
 
-// The order an update belongs to, read inside the write transaction.
-struct OrderState {
-  std::string name;
-  std::int64_t status_id = 0;
-  std::string status_name; // empty when the status table lacks the id
-};
-
-Result<std::optional<OrderState>> read_order_state(const Database &database,
-                                                   const Schema &schema,
-                                                   std::int64_t order_id) {
-  constexpr std::string_view action = "reading the order status";
-  std::string sql = "SELECT o.name, o.status_id, s.name FROM " +
-                    quote_identifier(schema.order_table) + " AS o LEFT JOIN " +
-                    quote_identifier(schema.status_table) +
-                    " AS s ON s.id = o.status_id WHERE o.id = ?1";
-  auto statement = prepare(database, sql, {order_id}, action);
-  if (!statement) {
-    return std::unexpected(statement.error());
-  }
-  auto row = step(database, statement->get(), action);
-  if (!row) {
-    return std::unexpected(row.error());
-  }
-  if (!*row) {
-    return std::optional<OrderState>{};
-  }
-  return OrderState{column_text(statement->get(), 0),
-                    sqlite3_column_int64(statement->get(), 1),
-                    column_text(statement->get(), 2)};
-}
-
 // Fails with ErrorKind::conflict unless the order exists and is still
 // `processing`, because another process (acme2certifier, a second poller or
 // an administrator) may have changed it since pending() listed it.
 Result<std::string> require_processing(const Database &database,
                                        const Schema &schema,
                                        std::int64_t order_id) {
-  auto state = read_order_state(database, schema, order_id);
+  auto state =
+      read_order_state(database, schema, order_id, "reading the order status");
   if (!state) {
     return std::unexpected(state.error());
   }
@@ -113,9 +83,8 @@ Result<std::string> require_processing(const Database &database,
                           "' not found: nothing written");
   }
   if ((*state)->status_id != schema.processing_id) {
-    std::string now = (*state)->status_name.empty()
-                          ? "status id " + std::to_string((*state)->status_id)
-                          : (*state)->status_name;
+    std::string now = (*state)->status_name.value_or(
+        "status id " + std::to_string((*state)->status_id));
     return make_error(ErrorKind::conflict,
                       "order '" + (*state)->name +
                           "' is no longer processing (now '" + now +
@@ -184,6 +153,38 @@ Result<void> update_order_status(const Database &database,
 }
 
 } // namespace
+
+Result<std::optional<OrderState>> read_order_state(const Database &database,
+                                                   const Schema &schema,
+                                                   OrderKey key,
+                                                   std::string_view action) {
+  const bool by_id = std::holds_alternative<std::int64_t>(key);
+  std::string sql = "SELECT o.name, o.status_id, s.name FROM " +
+                    quote_identifier(schema.order_table) + " AS o LEFT JOIN " +
+                    quote_identifier(schema.status_table) +
+                    " AS s ON s.id = o.status_id WHERE " +
+                    (by_id ? "o.id" : "o.name") + " = ?1 LIMIT 1";
+  Value value = by_id ? Value(std::get<std::int64_t>(key))
+                      : Value(std::get<std::string_view>(key));
+  auto statement = prepare(database, sql, {value}, action);
+  if (!statement) {
+    return std::unexpected(statement.error());
+  }
+  auto row = step(database, statement->get(), action);
+  if (!row) {
+    return std::unexpected(row.error());
+  }
+  if (!*row) {
+    return std::optional<OrderState>{};
+  }
+  OrderState state{column_text(statement->get(), 0),
+                   sqlite3_column_int64(statement->get(), 1),
+                   std::nullopt};
+  if (sqlite3_column_type(statement->get(), 2) != SQLITE_NULL) {
+    state.status_name = column_text(statement->get(), 2);
+  }
+  return state;
+}
 
 Result<void> write_rows(const Database &database,
                         const Schema &schema,

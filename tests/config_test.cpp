@@ -609,6 +609,32 @@ TEST(ProxyList, InvalidRegex) {
       << message;
 }
 
+// --- parse_whole_number ---
+
+TEST(ParseWholeNumber, AcceptsDecimalInRange) {
+  EXPECT_EQ(cert_poll::parse_whole_number("1", 1, 128), 1);
+  EXPECT_EQ(cert_poll::parse_whole_number("128", 1, 128), 128);
+  EXPECT_EQ(cert_poll::parse_whole_number("010", 1, 128), 10);
+  EXPECT_EQ(cert_poll::parse_whole_number("-3", -5, 5), -3);
+}
+
+TEST(ParseWholeNumber, RejectsOtherText) {
+  for (const char *text : {"0",
+                           "129",
+                           "",
+                           " 4",
+                           "4 ",
+                           "+4",
+                           "0x10",
+                           "3.5",
+                           "1e1",
+                           "four",
+                           "99999999999999999999"}) {
+    EXPECT_EQ(cert_poll::parse_whole_number(text, 1, 128), std::nullopt)
+        << text;
+  }
+}
+
 // --- process_environment ---
 
 TEST(ProcessEnvironment, ReadsVariables) {

@@ -44,6 +44,12 @@ private:
 // Parses a configparser boolean: 1/yes/true/on or 0/no/false/off, any case.
 std::optional<bool> parse_bool(std::string_view text);
 
+// Parses decimal digits, with an optional leading '-', as a whole number
+// from `minimum` to `maximum`. Returns nullopt for anything else, such as
+// white space, a sign '+', hexadecimal or a fraction.
+std::optional<int>
+parse_whole_number(std::string_view text, int minimum, int maximum);
+
 // Proxy choice from `[DEFAULT] proxy_server_list`: a JSON object that maps a
 // host regex (or `*`) to a proxy URL.
 class ProxyList {

@@ -5,11 +5,11 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <exception>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -150,14 +150,15 @@ Result<HttpOptions> read_http_options(const IniFile &ini,
 
   int seconds = default_request_timeout_seconds;
   if (auto text = ini.value(section, "request_timeout")) {
-    const char *end = text->data() + text->size();
-    const auto [stop, code] = std::from_chars(text->data(), end, seconds);
-    if (code != std::errc() || stop != end || seconds <= 0) {
+    std::optional<int> parsed =
+        parse_whole_number(*text, 1, std::numeric_limits<int>::max());
+    if (!parsed) {
       return std::unexpected(
           config_error("invalid 'request_timeout' '" + *text +
                        "' in [CAhandler]: set it "
                        "to a positive whole number of seconds"));
     }
+    seconds = *parsed;
   }
   options.timeout = std::chrono::seconds(seconds);
   return options;

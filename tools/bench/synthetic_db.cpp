@@ -166,11 +166,11 @@ public:
     }
   }
 
-  void check(int code, const char *what) const {
+  void check(int code, const char *call) const {
     if (code != SQLITE_OK && code != SQLITE_DONE && code != SQLITE_ROW) {
       throw std::runtime_error(fmt::format("SQLite {} failed in the benchmark "
                                            "database: {}",
-                                           what,
+                                           call,
                                            sqlite3_errmsg(m_db)));
     }
   }

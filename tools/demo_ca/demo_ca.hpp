@@ -47,8 +47,9 @@ struct Options {
   // When false, received() stays empty, so that a long benchmark run does
   // not grow the CA's memory by about 100 bytes per request.
   bool record_requests = true;
-  // Connections served at once; further connections wait in the accept
-  // queue. An idle keep-alive connection holds its thread for up to 1 s.
+  // The number of connections served at once. Further connections wait in
+  // the accept queue, and an idle keep-alive connection keeps its thread for
+  // up to 1 s.
   std::size_t worker_threads = 32;
 };
 

@@ -37,11 +37,11 @@ read_certifier_settings(const IniFile &ini,
 // Polls Insta Certifier's REST API: the request resource, then the issued
 // certificate, then its issuers until a CA certificate names no issuer.
 //
-// poll() is thread-safe. What an issuer CA link resolves to (its active
-// certificate link, and that certificate's DER and issuer link) is fetched
-// once for the handler's lifetime and reused by later polls, so an issued
-// certificate whose issuers were seen before costs two requests: the request
-// status and the leaf certificate. A failed fetch is not kept.
+// poll() is thread-safe. Each issuer CA link is resolved once for the
+// handler's lifetime: its active certificate link, and that certificate's DER
+// and issuer link, are reused by later polls. So an issued certificate whose
+// issuers were seen before costs two requests, the request status and the
+// leaf certificate. A failed fetch is not kept.
 class CertifierHandler final : public CaHandler {
 public:
   // The maximum number of certificates followed, so that an issuer loop ends.
